@@ -1,0 +1,57 @@
+# registrar — developer and CI entry points (GNU make).
+# `make test` and `make run` are the two commands the README documents.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv services test run lint fmt bench clean
+
+help: ## show this help
+	@echo "registrar make targets:"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
+	@echo "variables: PYTEST_ARGS='...' (passed to pytest), PYTHON=$(PYTHON)"
+
+venv: $(STAMP) ## create .venv and install the project with test extras
+
+# Re-run when pyproject.toml changes (it is newer than the stamp).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+services: ## make sure PostgreSQL and RabbitMQ are reachable (starts/installs them)
+	bash scripts/ensure-services.sh
+
+test: venv services ## run the test suite (PYTEST_ARGS='-k foo' to pass options)
+	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+run: venv services ## migrate, then run gateway + all workers (+ dev mailbox)
+	$(BIN)/registrar run
+
+lint: venv ## ruff check + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fmt: venv ## ruff format + ruff check --fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv services ## run every bench/*.py
+	@set -e; found=0; for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; found=1; \
+		echo "== $$f"; $(BIN)/python "$$f"; \
+	done; \
+	if [ $$found -eq 0 ]; then echo "no bench/*.py scripts found"; fi
+
+clean: ## remove .venv, var/ and caches
+	rm -rf $(VENV) var .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

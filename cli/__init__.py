@@ -1,0 +1,1 @@
+"""The `registrar` command: the composition root of every process."""

@@ -1,0 +1,147 @@
+"""Event contracts: routing keys, CloudEvents types and the `data` of each event.
+
+Consumed events ignore unknown fields (readers tolerate new fields); every model is
+frozen so a handler cannot mutate the message it was given.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+SOURCE = "urn:registrar"
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class EventData(BaseModel):
+    """Base of every event payload: camelCase on the wire, frozen, tolerant reader."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
+
+
+class RegisterRequested(EventData):
+    request_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    user_name: str
+    locale: str
+    activation_url: str
+    sealed_password: str
+
+
+class ActivationRequested(EventData):
+    """Command from the gateway: consume this activation token (identified by its row id)."""
+
+    token_id: uuid.UUID
+    tenant_id: uuid.UUID
+
+
+class UserRegistered(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    user_name: str
+    name: str
+    locale: str
+    is_approved: bool
+    roles: list[str]
+    source: Literal["self", "invitation"]
+    registered_at: datetime
+    request_id: uuid.UUID | None = None
+
+
+class UserActivated(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    activated_at: datetime
+
+
+class RegistrationRejected(EventData):
+    request_id: uuid.UUID
+    tenant_id: uuid.UUID
+    reason: Literal["email_taken", "username_taken", "captcha_replayed", "invalid_request"]
+
+
+class EmailRequested(EventData):
+    """Command to the mailer. Carries no secret: an activation token is re-derived by the
+    mailer from `activation_token_id` under the workers' secret (SPEC §5)."""
+
+    email_id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: Literal["activation"]
+    to: str
+    locale: str
+    user_name: str
+    activation_url: str | None = None
+    activation_token_id: uuid.UUID | None = None
+
+
+class EmailDelivered(EventData):
+    email_id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: str
+    to: str
+    attempts: int
+
+
+class EmailFailed(EmailDelivered):
+    error: str
+
+
+# routing key -> (CloudEvents type, data model). The one table both sides read.
+EVENTS: dict[str, tuple[str, type[EventData]]] = {
+    "register.requested": ("registrar.register.requested.v1", RegisterRequested),
+    "activation.requested": ("registrar.activation.requested.v1", ActivationRequested),
+    "user.registered": ("registrar.user.registered.v1", UserRegistered),
+    "user.activated": ("registrar.user.activated.v1", UserActivated),
+    "registration.rejected": ("registrar.registration.rejected.v1", RegistrationRejected),
+    "email.requested": ("registrar.email.requested.v1", EmailRequested),
+    "email.delivered": ("registrar.email.delivered.v1", EmailDelivered),
+    "email.failed": ("registrar.email.failed.v1", EmailFailed),
+}
+ROUTING_KEY_BY_MODEL: dict[type[EventData], str] = {m: rk for rk, (_, m) in EVENTS.items()}
+
+
+class CloudEvent(BaseModel):
+    """CloudEvents 1.0 structured-mode envelope."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    source: str = SOURCE
+    type: str
+    subject: str | None = None
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+
+def routing_key_of(data: EventData) -> str:
+    """The routing key an event payload is published under."""
+    return ROUTING_KEY_BY_MODEL[type(data)]
+
+
+def envelope(data: EventData, *, subject: str | None = None) -> CloudEvent:
+    """Wrap an event payload in a new CloudEvent with the type its routing key names."""
+    event_type, _ = EVENTS[routing_key_of(data)]
+    return CloudEvent(
+        type=event_type, subject=subject, data=data.model_dump(mode="json", by_alias=True)
+    )
+
+
+def parse(routing_key: str, body: bytes) -> tuple[CloudEvent, EventData]:
+    """Parse a consumed message into its envelope and typed payload (raises ValueError)."""
+    if routing_key not in EVENTS:
+        raise ValueError(f"unknown routing key {routing_key!r}")
+    event = CloudEvent.model_validate_json(body)
+    expected_type, model = EVENTS[routing_key]
+    if event.type != expected_type:
+        raise ValueError(f"type {event.type!r} does not match routing key {routing_key!r}")
+    return event, model.model_validate(event.data)

@@ -1,0 +1,129 @@
+"""HTTP bodies of the public APIs. Input models forbid unknown fields and coerce nothing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+ACTIVATION_PLACEHOLDER = "{activationToken}"
+
+
+def normalize_email(value: str) -> str:
+    """Syntax-check an address (no DNS) and return its normalized form."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class RegisterRequest(_Input):
+    """Body of POST /{apiKey}/register (Baasic createUserParams)."""
+
+    activation_url: str
+    challenge_identifier: str
+    challenge_response: str
+    confirm_password: str = Field(repr=False)
+    email: str
+    password: str = Field(repr=False)
+    user_name: str
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+    @field_validator("user_name")
+    @classmethod
+    def _user_name(cls, value: str) -> str:
+        if not USER_NAME.fullmatch(value):
+            raise ValueError("must be 3-64 characters of letters, digits and ._-@")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password_policy(cls, value: str) -> str:
+        if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+            raise ValueError(f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long")
+        if not value.strip():
+            raise ValueError("must not be only whitespace")
+        return value
+
+    @field_validator("activation_url")
+    @classmethod
+    def _placeholder(cls, value: str) -> str:
+        if ACTIVATION_PLACEHOLDER not in value:
+            raise ValueError(f"must contain the {ACTIVATION_PLACEHOLDER} placeholder")
+        return value
+
+    @model_validator(mode="after")
+    def _passwords_match(self) -> RegisterRequest:
+        if self.password != self.confirm_password:
+            raise ValueError("password and confirmPassword differ")
+        return self
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Link(_Output):
+    href: str
+    templated: bool | None = None
+
+
+class Role(_Output):
+    id: uuid.UUID
+    name: str
+    description: str = ""
+
+
+class User(_Output):
+    """The Baasic user representation (camelCase, HAL links)."""
+
+    id: uuid.UUID
+    user_name: str
+    email: str
+    name: str
+    creation_date: datetime
+    date_created: datetime
+    date_updated: datetime
+    is_approved: bool
+    is_locked_out: bool
+    roles: list[Role]
+    dashboard_settings: dict[str, Any]
+    locale: str
+    links: dict[str, Link] = Field(alias="_links")
+
+
+class RequestStatus(_Output):
+    """Body of 202 answers: the registration is accepted and pending."""
+
+    request_id: uuid.UUID
+    status: Literal["pending"] = "pending"
+    links: dict[str, Link] = Field(alias="_links")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None

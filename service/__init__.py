@@ -1,0 +1,1 @@
+"""The core every process shares, and the aiohttp gateway."""

@@ -1,0 +1,133 @@
+"""RabbitMQ: connection, topology and a confirming publisher.
+
+Every process declares the whole topology at start-up (declarations are idempotent), so
+the gateway never publishes into an exchange with no queue bound behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import AMQPException
+from aiormq.exceptions import AMQPError
+
+from schemas.events import CONTENT_TYPE, CloudEvent
+
+log = logging.getLogger(__name__)
+
+# queue role -> routing keys it consumes. Each role gets `{prefix}.{role}` and a DLQ.
+QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "registration": ("register.requested", "activation.requested"),
+    "mailer": ("email.requested",),
+}
+DELIVERY_LIMIT = 5
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not confirm the message (down, timed out, queue full, unroutable)."""
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names under one installation prefix."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    def queue(self, role: str) -> str:
+        return f"{self.prefix}.{role}"
+
+    def dead_letter_queue(self, role: str) -> str:
+        return f"{self.prefix}.{role}.dlq"
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    """A connection that reconnects and restores its channels by itself."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": "registrar"})
+
+
+async def declare_topology(
+    channel: AbstractChannel, names: Names, *, max_length: int
+) -> AbstractExchange:
+    """Declare exchanges, work queues with their dead-letter queues, and bindings."""
+    events = await channel.declare_exchange(
+        names.events, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dlx = await channel.declare_exchange(
+        names.dead_letters, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    for role, keys in QUEUE_BINDINGS.items():
+        queue_name = names.queue(role)
+        dlq = await channel.declare_queue(
+            names.dead_letter_queue(role), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=queue_name)
+        queue = await channel.declare_queue(
+            queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": names.dead_letters,
+                "x-dead-letter-routing-key": queue_name,
+                # Backpressure: a full queue nacks publishes, the gateway answers 503.
+                "x-max-length": max_length,
+                "x-overflow": "reject-publish",
+                # A message that keeps crashing its consumer ends in the DLQ.
+                "x-delivery-limit": DELIVERY_LIMIT,
+            },
+        )
+        for key in keys:
+            await queue.bind(events, routing_key=key)
+    return events
+
+
+class Publisher:
+    """Publishes CloudEvents with publisher confirms; returns only once confirmed."""
+
+    def __init__(
+        self, channel: AbstractChannel, exchange: AbstractExchange, *, timeout: float
+    ) -> None:
+        self._channel = channel
+        self._exchange = exchange
+        self._timeout = timeout
+
+    @property
+    def is_connected(self) -> bool:
+        return not self._channel.is_closed
+
+    async def publish(self, routing_key: str, event: CloudEvent) -> None:
+        """Publish persistently and wait for the broker's confirm (or raise BrokerUnavailable)."""
+        message = aio_pika.Message(
+            body=event.model_dump_json(exclude_none=True).encode(),
+            content_type=CONTENT_TYPE,
+            message_id=str(event.id),
+            type=event.type,
+            timestamp=event.time,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            # A nack (queue full) raises DeliveryError, a return (unroutable) PublishError.
+            await self._exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=self._timeout
+            )
+        except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def open_publisher(
+    connection: AbstractRobustConnection, names: Names, *, max_length: int, timeout: float
+) -> Publisher:
+    """A confirm-mode channel with the topology declared, wrapped in a Publisher."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await declare_topology(channel, names, max_length=max_length)
+    return Publisher(channel, exchange, timeout=timeout)

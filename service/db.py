@@ -1,0 +1,85 @@
+"""PostgreSQL: the pool every process uses, and the migration runner."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every process that migrates.
+MIGRATION_LOCK = 0x52454749  # "REGI"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool with JSON codecs installed on every connection."""
+    return await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+
+
+def _migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("schemas") / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(f.name, f.read_text(encoding="utf-8")) for f in files]
+
+
+async def ensure_database(database_url: str) -> None:
+    """Create the database named in the URL if it does not exist yet."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not name:
+        return
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    conn = await asyncpg.connect(maintenance)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
+                log.info("database created", extra={"database": name})
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another process won the race
+    finally:
+        await conn.close()
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply pending migrations in file-name order; returns the names applied.
+
+    Idempotent and safe from several processes at once: a session advisory lock
+    serializes runners, and each file is recorded in the same transaction as its DDL.
+    """
+    await ensure_database(database_url)
+    conn = await asyncpg.connect(database_url)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for name, sql in _migration_files():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+            log.info("migration applied", extra={"migration": name})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await conn.close()
+    return applied

@@ -1,0 +1,1 @@
+"""The aiohttp gateway: validates requests and publishes them; never touches a password."""

@@ -1,0 +1,60 @@
+"""The gateway's app factory: routes, middleware and resources (one cleanup_ctx each)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service import amqp, db
+from service.gateway import activation, health, register
+from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, WAITER
+from service.gateway.middleware import problem_middleware
+from service.outcomes import OutcomeWaiter
+from service.ratelimit import RateLimiter
+from service.settings import Settings
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[POOL] = await db.create_pool(settings.database_url)
+    waiter = OutcomeWaiter()
+    await waiter.start(settings.database_url)
+    app[WAITER] = waiter
+    yield
+    await waiter.close()
+    await app[POOL].close()
+
+
+async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    connection = await amqp.connect(settings.amqp_url)
+    app[PUBLISHER] = await amqp.open_publisher(
+        connection,
+        amqp.Names(settings.amqp_prefix),
+        max_length=settings.queue_max_length,
+        timeout=settings.confirm_timeout_s,
+    )
+    yield
+    await connection.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The gateway application; resources open on startup and close on cleanup."""
+    if not settings.seal_public_key:
+        raise ValueError("REGISTRAR_SEAL_PUBLIC_KEY is not set (see `registrar keys generate`)")
+    app = web.Application(
+        middlewares=[problem_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[LIMITER] = RateLimiter(
+        rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+    )
+    app.cleanup_ctx.extend([_postgres, _rabbitmq])
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_post("/{apiKey}/register", register.register)
+    app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)
+    app.router.add_put("/{apiKey}/register/activate/{activationToken}", activation.activate)
+    app.router.add_get("/{apiKey}/captcha/challenge", health.captcha_challenge)
+    return app

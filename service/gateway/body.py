@@ -1,0 +1,55 @@
+"""Reading and validating JSON request bodies into frozen pydantic models."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.gateway.keys import SETTINGS
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_json_object(request: web.Request) -> dict[str, object]:
+    """The body as a JSON object, or a 413 / 415 / 400 error."""
+    if not _is_json(request.content_type):
+        raise UnsupportedMediaType(f"got {request.content_type!r}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the limit is {request.app[SETTINGS].max_body_bytes} bytes") from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Field errors without the offending input, which may be a password."""
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def validate(model: type[M], body: dict[str, object]) -> M:
+    """Build `model` from a JSON object, or raise a 400 listing every field error."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "one or more fields are invalid", errors=validation_errors(exc)
+        ) from None

@@ -1,0 +1,38 @@
+"""Liveness and readiness probes, and the captcha challenge endpoint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service import captcha
+from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.keys import POOL, PUBLISHER, SETTINGS
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """The process is alive."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Postgres answers and the broker connection is open."""
+    checks: dict[str, str] = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means "not ready", never a 500
+        checks["postgres"] = type(exc).__name__
+    checks["rabbitmq"] = "ok" if request.app[PUBLISHER].is_connected else "disconnected"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def captcha_challenge(request: web.Request) -> web.Response:
+    """GET /{apiKey}/captcha/challenge - a fresh ALTCHA v1 challenge for this tenant."""
+    enforce_rate_limit(request)
+    tenant = await tenant_from_path(request)
+    challenge = captcha.new_challenge(tenant, max_number=request.app[SETTINGS].captcha_max_number)
+    return web.json_response(challenge, headers={"Cache-Control": "no-store"})

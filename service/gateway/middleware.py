@@ -1,0 +1,76 @@
+"""Errors to RFC 9457 problem+json, one JSON access-log line per request, correlation ids."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.errors import ApiError
+from service.logs import correlation_id
+
+log = logging.getLogger("registrar.access")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(
+    status: int, *, type_uri: str, title: str, detail: str | None = None,
+    headers: dict[str, str] | None = None, **extra: object,
+) -> web.Response:
+    """An `application/problem+json` response."""
+    body: dict[str, object] = {"type": type_uri, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return web.json_response(body, status=status, headers=headers, content_type=PROBLEM_JSON)
+
+
+def _route_template(request: web.Request) -> str:
+    # The templated route (/{apiKey}/register), never the raw path: paths carry API keys
+    # and tokens, which must not reach the logs.
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn raised errors into problem+json; log each request once, without secrets."""
+    request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+    token = correlation_id.set(request_id)
+    started = time.perf_counter()
+    try:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = problem_response(
+                exc.status, type_uri=exc.type_uri, title=exc.title, detail=exc.detail,
+                headers=exc.headers, **exc.extra,
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = problem_response(
+                exc.status, type_uri="about:blank", title=exc.reason, headers=dict(exc.headers)
+            )
+        except Exception:
+            log.exception("unhandled error", extra={"route": _route_template(request)})
+            response = problem_response(
+                500, type_uri="about:blank", title="Internal Server Error"
+            )
+        response.headers["X-Request-Id"] = request_id
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": _route_template(request),
+                "status": response.status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        return response
+    finally:
+        correlation_id.reset(token)

@@ -1,0 +1,192 @@
+"""POST /{apiKey}/register and its status resource (Baasic-compatible)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+
+from aiohttp import web
+
+from schemas.events import RegisterRequested, envelope
+from schemas.http import RegisterRequest, RequestStatus
+from service import captcha, registrations, users
+from service.amqp import BrokerUnavailable
+from service.errors import (
+    CaptchaFailed,
+    EmailTaken,
+    IdempotencyKeyReused,
+    NotFound,
+    RegistrationDisabled,
+    ServiceUnavailable,
+    UserNameTaken,
+    ValidationFailed,
+)
+from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.body import read_json_object, validate
+from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
+from service.gateway.prefer import parse_prefer
+from service.locales import best_locale
+from service.registrations import RequestRecord
+from service.sealing import seal
+from service.tenants import Tenant
+
+RETRY_AFTER_S = "5"
+REJECTION_ERRORS = {"email_taken": EmailTaken, "username_taken": UserNameTaken}
+
+
+def fingerprint(tenant: Tenant, body: dict[str, object]) -> bytes:
+    """Identifies a body for Idempotency-Key checks. Keyed with the tenant secret, so the
+    stored value cannot be used to test password guesses without that secret."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(tenant.secret, canonical, hashlib.sha256).digest()
+
+
+def status_url(request: web.Request, request_id: uuid.UUID) -> str:
+    return f"/{request.match_info['apiKey']}/register/requests/{request_id}"
+
+
+def pending_response(request: web.Request, request_id: uuid.UUID, **headers: str) -> web.Response:
+    href = status_url(request, request_id)
+    body = RequestStatus(request_id=request_id, links={"self": {"href": href}})
+    return web.json_response(
+        body.model_dump(mode="json", by_alias=True),
+        status=202,
+        headers={"Location": href, **headers},
+    )
+
+
+async def outcome_response(
+    request: web.Request, tenant: Tenant, record: RequestRecord
+) -> web.Response | None:
+    """200 with the user, 409 for a conflict, or None while still pending."""
+    if record.status == "registered" and record.user_id is not None:
+        user = await users.fetch_user(
+            request.app[POOL], user_id=record.user_id, tenant_id=tenant.id,
+            api_key=request.match_info["apiKey"],
+        )
+        if user is not None:
+            return web.json_response(user.model_dump(mode="json", by_alias=True))
+    if record.status == "rejected" and tenant.duplicates == "conflict":
+        raise REJECTION_ERRORS.get(record.reason or "", ValidationFailed)(
+            requestId=str(record.id)
+        )
+    # Under --duplicates silent a rejection looks exactly like a request in progress.
+    return None
+
+
+async def await_outcome(
+    request: web.Request, tenant: Tenant, request_id: uuid.UUID, *, timeout: float
+) -> web.Response | None:
+    async def check() -> web.Response | None:
+        record = await registrations.get_request(
+            request.app[POOL], tenant_id=tenant.id, request_id=request_id
+        )
+        return None if record is None else await outcome_response(request, tenant, record)
+
+    return await request.app[WAITER].wait_for(str(request_id), check, timeout=timeout)
+
+
+async def publish_request(
+    request: web.Request, tenant: Tenant, form: RegisterRequest, request_id: uuid.UUID
+) -> None:
+    settings = request.app[SETTINGS]
+    event = RegisterRequested(
+        request_id=request_id,
+        tenant_id=tenant.id,
+        email=form.email,
+        user_name=form.user_name,
+        locale=best_locale(request.headers.get("Accept-Language"), default=tenant.default_locale),
+        activation_url=form.activation_url,
+        sealed_password=seal(form.password, settings.seal_public_key or ""),
+    )
+    await request.app[PUBLISHER].publish("register.requested", envelope(event))
+
+
+async def record_request(
+    request: web.Request, tenant: Tenant, form: RegisterRequest, body: dict[str, object]
+) -> tuple[uuid.UUID, bool]:
+    """Find (idempotent retry) or create the pending request; returns (id, is_new)."""
+    pool = request.app[POOL]
+    key = request.headers.get("Idempotency-Key")
+    print_ = fingerprint(tenant, body)
+    if key is not None:
+        existing = await registrations.find_by_idempotency_key(pool, tenant_id=tenant.id, key=key)
+        if existing is not None:
+            if not hmac.compare_digest(existing.body_fingerprint, print_):
+                raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
+            return existing.id, False
+    request_id = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        if tenant.captcha == "pow":
+            await captcha.consume_solution(
+                conn, tenant, identifier=form.challenge_identifier,
+                response=form.challenge_response,
+            )
+        inserted = await registrations.insert_request(
+            conn, request_id=request_id, tenant_id=tenant.id, idempotency_key=key,
+            fingerprint=print_,
+        )
+    if not inserted:  # a concurrent retry with the same key won the race
+        return await record_request(request, tenant, form, body)
+    return request_id, True
+
+
+async def register(request: web.Request) -> web.Response:
+    """POST /{apiKey}/register"""
+    enforce_rate_limit(request)
+    tenant = await tenant_from_path(request)
+    if not tenant.registration_enabled:
+        raise RegistrationDisabled()
+    body = await read_json_object(request)
+    form = validate(RegisterRequest, body)
+    if not tenant.allows_activation_url(form.activation_url):
+        raise ValidationFailed(
+            "activationUrl is not under an allowed prefix",
+            errors=[{"field": "activationUrl", "message": "not under an allowed prefix"}],
+        )
+    if tenant.captcha == "pow" and not form.challenge_response:
+        raise CaptchaFailed("challengeResponse is required")
+    preference = parse_prefer(request.headers.getall("Prefer", []))
+
+    request_id, is_new = await record_request(request, tenant, form, body)
+    record = await registrations.get_request(
+        request.app[POOL], tenant_id=tenant.id, request_id=request_id
+    )
+    if record is not None and record.status == "pending":
+        # New, or an idempotent retry of a request whose event may never have been
+        # confirmed: (re)publishing is safe because the worker deduplicates by request id.
+        try:
+            await publish_request(request, tenant, form, request_id)
+        except BrokerUnavailable:
+            if is_new:
+                async with request.app[POOL].acquire() as conn, conn.transaction():
+                    await registrations.delete_pending(conn, request_id)
+                    await captcha.release_solution(conn, form.challenge_identifier)
+            raise ServiceUnavailable(
+                "the message broker did not accept the request",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from None
+
+    if preference.respond_async:
+        return pending_response(request, request_id, **{"Preference-Applied": "respond-async"})
+    wait = preference.wait if preference.wait is not None else request.app[SETTINGS].register_wait_s
+    response = await await_outcome(request, tenant, request_id, timeout=wait)
+    return response or pending_response(request, request_id)
+
+
+async def request_status(request: web.Request) -> web.Response:
+    """GET /{apiKey}/register/requests/{requestId}"""
+    tenant = await tenant_from_path(request)
+    try:
+        request_id = uuid.UUID(request.match_info["requestId"])
+    except ValueError:
+        raise NotFound("no such registration request") from None
+    record = await registrations.get_request(
+        request.app[POOL], tenant_id=tenant.id, request_id=request_id
+    )
+    if record is None:
+        raise NotFound("no such registration request")
+    response = await outcome_response(request, tenant, record)
+    return response or pending_response(request, request_id)

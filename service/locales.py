@@ -1,0 +1,34 @@
+"""Locales: which we ship, and picking the best one for a request."""
+
+from __future__ import annotations
+
+from babel.core import negotiate_locale
+
+SUPPORTED = ("en", "de", "fr", "es", "hr")
+
+
+def parse_accept_language(header: str | None) -> list[str]:
+    """Language tags from an Accept-Language header, best first (q=0 dropped)."""
+    if not header:
+        return []
+    weighted: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        tag = tag.strip()
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if tag and tag != "*" and quality > 0:
+            weighted.append((-quality, index, tag.replace("-", "_")))
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+def best_locale(accept_language: str | None, *, default: str) -> str:
+    """The supported locale that best matches the header, else `default`."""
+    preferred = parse_accept_language(accept_language)
+    return negotiate_locale(preferred, SUPPORTED) or default

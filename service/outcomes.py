@@ -1,0 +1,70 @@
+"""Waiting for a worker's decision without busy polling.
+
+Workers `pg_notify('registrar_decided', <id>)` in the transaction that decides a request;
+the gateway LISTENs once and wakes the waiters for that id. A slow poll remains as the
+safety net, so a lost notification (e.g. a reconnect) costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+CHANNEL = "registrar_decided"
+POLL_INTERVAL_S = 1.0
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class OutcomeWaiter:
+    """Wakes coroutines waiting on an id when a worker announces a decision about it."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self, database_url: str) -> None:
+        self._conn = await asyncpg.connect(database_url)
+        await self._conn.add_listener(CHANNEL, self._on_notify)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._waiters.get(payload, ()):
+            event.set()
+
+    async def wait_for(
+        self, key: str, check: Callable[[], Awaitable[T | None]], *, timeout: float
+    ) -> T | None:
+        """Return `check()`'s first non-None result, or None once `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        event = asyncio.Event()
+        self._waiters.setdefault(key, set()).add(event)
+        try:
+            while True:
+                event.clear()  # before checking, so a notify during the check is kept
+                result = await check()
+                remaining = deadline - time.monotonic()
+                if result is not None or remaining <= 0:
+                    return result
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, POLL_INTERVAL_S))
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[key]
+
+
+async def announce(conn: asyncpg.Connection, key: str) -> None:
+    """Wake gateway waiters on `key` when the current transaction commits."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, key)

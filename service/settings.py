@@ -1,0 +1,45 @@
+"""Configuration from REGISTRAR_* environment variables, read once per process."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of registrar. Built once by the composition root and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="REGISTRAR_", frozen=True, extra="ignore")
+
+    database_url: str = "postgresql://127.0.0.1:5432/registrar"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_prefix: str = "registrar"
+    smtp_url: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    seal_public_key: str | None = None
+    seal_private_key: SecretStr | None = None
+
+    register_wait_s: float = Field(default=10.0, ge=0, le=120)
+    max_body_bytes: int = 64 * 1024
+    # Token bucket per client address and tenant: sustained rate and burst size.
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    # Backpressure: a queue holding this many messages refuses new ones (-> 503).
+    queue_max_length: int = Field(default=100_000, ge=1)
+    confirm_timeout_s: float = 5.0
+
+    activation_token_ttl_h: float = 48.0
+    captcha_max_number: int = Field(default=50_000, ge=1000)
+    # argon2id, OWASP defaults: m=19 MiB, t=2, p=1.
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+
+    mail_from: str = "registrar <no-reply@registrar.local>"
+    worker_prefetch: int = Field(default=16, ge=1)
+    metrics_port: int | None = None
+    log_level: str = "INFO"
+
+    # `registrar run` only: where keys and the development mailbox live.
+    var_dir: str = "var"
+    dev_smtp_port: int = 8025

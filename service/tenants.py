@@ -1,0 +1,110 @@
+"""Tenants (applications) and their access tokens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+
+from service import tokens
+
+CaptchaMode = Literal["none", "pow"]
+DuplicatesMode = Literal["conflict", "silent"]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    registration_enabled: bool
+    captcha: CaptchaMode
+    activation_url_prefixes: tuple[str, ...]
+    duplicates: DuplicatesMode
+    default_locale: str
+    secret: bytes
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Tenant:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            registration_enabled=row["registration_enabled"],
+            captcha=row["captcha"],
+            activation_url_prefixes=tuple(row["activation_url_prefixes"]),
+            duplicates=row["duplicates"],
+            default_locale=row["default_locale"],
+            secret=bytes(row["secret"]),
+        )
+
+    def allows_activation_url(self, url: str) -> bool:
+        """True when `url` starts with one of the tenant's allowed prefixes."""
+        return any(url.startswith(prefix) for prefix in self.activation_url_prefixes)
+
+
+async def create_tenant(
+    pool: asyncpg.Pool,
+    *,
+    name: str,
+    registration_enabled: bool = True,
+    captcha: CaptchaMode = "none",
+    activation_url_prefixes: list[str],
+    duplicates: DuplicatesMode = "conflict",
+    default_locale: str = "en",
+) -> tuple[Tenant, str]:
+    """Create a tenant with its default `User` role; returns it and its API key (shown once)."""
+    api_key = tokens.new_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """
+            INSERT INTO tenants (id, name, api_key_hash, registration_enabled, captcha,
+                                 activation_url_prefixes, duplicates, default_locale, secret)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            RETURNING *
+            """,
+            uuid.uuid4(),
+            name,
+            tokens.hash_secret(api_key),
+            registration_enabled,
+            captcha,
+            activation_url_prefixes,
+            duplicates,
+            default_locale,
+            tokens.new_secret().encode(),
+        )
+        await conn.execute(
+            "INSERT INTO roles (id, tenant_id, name, description) VALUES ($1, $2, 'User', $3)",
+            uuid.uuid4(),
+            row["id"],
+            "Default role of registered users",
+        )
+    return Tenant.from_row(row), api_key
+
+
+async def find_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
+    """The tenant whose (unrevoked) API key this is, or None.
+
+    The lookup is by SHA-256 hash, so the database compares digests, never the key.
+    """
+    row = await pool.fetchrow(
+        "SELECT * FROM tenants WHERE api_key_hash = $1 AND api_key_revoked_at IS NULL",
+        tokens.hash_secret(api_key),
+    )
+    return Tenant.from_row(row) if row else None
+
+
+async def create_access_token(
+    pool: asyncpg.Pool, *, tenant_id: uuid.UUID, scopes: list[str]
+) -> tuple[uuid.UUID, str]:
+    """Create a bearer token for a tenant; returns its id and the token (shown once)."""
+    token = tokens.new_secret()
+    token_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO access_tokens (id, tenant_id, token_hash, scopes) VALUES ($1, $2, $3, $4)",
+        token_id,
+        tenant_id,
+        tokens.hash_secret(token),
+        scopes,
+    )
+    return token_id, token

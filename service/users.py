@@ -1,0 +1,56 @@
+"""Reading users in their public (Baasic) representation."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from schemas.http import Link, Role, User
+
+USER_QUERY = """
+SELECT u.*,
+       (SELECT r.id FROM registration_requests r WHERE r.user_id = u.id LIMIT 1) AS request_id,
+       COALESCE(
+           (SELECT json_agg(json_build_object('id', ro.id, 'name', ro.name,
+                                              'description', ro.description) ORDER BY ro.name)
+              FROM user_roles ur JOIN roles ro ON ro.id = ur.role_id
+             WHERE ur.user_id = u.id),
+           '[]'::json) AS roles
+  FROM users u
+ WHERE u.id = $1 AND u.tenant_id = $2
+"""
+
+
+def links_for(api_key: str, request_id: uuid.UUID | None) -> dict[str, Link]:
+    """HAL links of a self-registered user."""
+    links = {
+        "activate": Link(href=f"/{api_key}/register/activate/{{activationToken}}", templated=True)
+    }
+    if request_id is not None:
+        links["self"] = Link(href=f"/{api_key}/register/requests/{request_id}")
+    return links
+
+
+async def fetch_user(
+    conn: asyncpg.Connection | asyncpg.Pool, *, user_id: uuid.UUID, tenant_id: uuid.UUID, api_key: str
+) -> User | None:
+    """The user representation, or None when no such user exists in the tenant."""
+    row = await conn.fetchrow(USER_QUERY, user_id, tenant_id)
+    if row is None:
+        return None
+    return User(
+        id=row["id"],
+        user_name=row["user_name"],
+        email=row["email"],
+        name=row["name"],
+        creation_date=row["created_at"],
+        date_created=row["created_at"],
+        date_updated=row["updated_at"],
+        is_approved=row["is_approved"],
+        is_locked_out=row["is_locked_out"],
+        roles=[Role(**r) for r in row["roles"]],
+        dashboard_settings=row["dashboard_settings"],
+        locale=row["locale"],
+        links=links_for(api_key, row["request_id"]),
+    )

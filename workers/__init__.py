@@ -1,0 +1,1 @@
+"""The consumers: registration, mailer and the outbox relay."""

@@ -1,0 +1,85 @@
+"""Sending mail over SMTP with aiosmtplib, reusing one connection between messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+log = logging.getLogger(__name__)
+TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    use_tls: bool = False
+    start_tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        """smtp://[user:pass@]host[:port][?starttls=true] or smtps://host[:465]."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"unsupported SMTP URL scheme {parts.scheme!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (465 if tls else 25),
+            use_tls=tls,
+            start_tls=query.get("starttls", "").lower() in TRUE,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=float(query.get("timeout", 30)),
+        )
+
+
+class SmtpSender:
+    """One reused SMTP connection; reconnects when the server has dropped it."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self._config = config
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        c = self._config
+        client = aiosmtplib.SMTP(
+            hostname=c.host, port=c.port, use_tls=c.use_tls,
+            start_tls=c.start_tls if c.start_tls else False, timeout=c.timeout,
+        )
+        await client.connect()
+        if c.username:
+            await client.login(c.username, c.password or "")
+        self._client = client
+        return client
+
+    async def send(self, message: EmailMessage) -> None:
+        """Send one message; raises aiosmtplib.SMTPException / OSError on failure."""
+        async with self._lock:
+            client = await self._connected()
+            try:
+                await client.send_message(message)
+            except aiosmtplib.SMTPServerDisconnected:
+                self._client = None
+                client = await self._connected()
+                await client.send_message(message)
+
+    async def close(self) -> None:
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                self._client.close()
+        self._client = None
