@@ -105,8 +105,12 @@ class Publisher:
     def is_connected(self) -> bool:
         return not self._channel.is_closed
 
-    async def publish(self, routing_key: str, event: CloudEvent) -> None:
-        """Publish persistently and wait for the broker's confirm (or raise BrokerUnavailable)."""
+    async def publish(self, routing_key: str, event: CloudEvent, *, mandatory: bool = True) -> None:
+        """Publish persistently and wait for the broker's confirm (or raise BrokerUnavailable).
+
+        `mandatory` makes an unroutable message an error: right for commands a queue of ours
+        must receive, wrong for events whose consumers may not have bound a queue yet.
+        """
         message = aio_pika.Message(
             body=event.model_dump_json(exclude_none=True).encode(),
             content_type=CONTENT_TYPE,
@@ -118,7 +122,7 @@ class Publisher:
         try:
             # A nack (queue full) raises DeliveryError, a return (unroutable) PublishError.
             await self._exchange.publish(
-                message, routing_key=routing_key, mandatory=True, timeout=self._timeout
+                message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
             )
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc

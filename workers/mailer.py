@@ -50,11 +50,11 @@ def render(
     message["Message-ID"] = make_msgid(idstring=str(data.email_id), domain="registrar")
     message["Auto-Submitted"] = "auto-generated"
     message["X-Registrar-Email-Id"] = str(data.email_id)
-    message["Content-Language"] = data.locale
     message.set_content(templates.get_template(f"{data.kind}.txt").render(context))
     message.add_alternative(
         templates.get_template(f"{data.kind}.html").render(context), subtype="html"
     )
+    message["Content-Language"] = data.locale  # after set_content, which resets Content-*
     return message
 
 

@@ -22,6 +22,8 @@ CHANNEL = "registrar_outbox"
 BATCH = 100
 IDLE_POLL_S = 5.0
 ERROR_PAUSE_S = 2.0
+# Outbox rows that are commands to our own workers: their queue must exist.
+COMMANDS = frozenset({"email.requested"})
 
 
 async def publish_batch(pool: asyncpg.Pool, publisher: Publisher, *, limit: int = BATCH) -> int:
@@ -37,7 +39,11 @@ async def publish_batch(pool: asyncpg.Pool, publisher: Publisher, *, limit: int 
         # Confirms are pipelined: all messages go out, then we wait for every ack.
         await asyncio.gather(
             *(
-                publisher.publish(row["routing_key"], CloudEvent.model_validate(row["body"]))
+                publisher.publish(
+                    row["routing_key"],
+                    CloudEvent.model_validate(row["body"]),
+                    mandatory=row["routing_key"] in COMMANDS,
+                )
                 for row in rows
             )
         )

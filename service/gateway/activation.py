@@ -60,6 +60,6 @@ async def activate(request: web.Request) -> web.Response:
     )
     if user is None:
         raise NotFound("the user no longer exists")
-    return web.json_response(user.model_dump(mode="json", by_alias=True))
+    return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 

@@ -67,11 +67,10 @@ async def outcome_response(
             api_key=request.match_info["apiKey"],
         )
         if user is not None:
-            return web.json_response(user.model_dump(mode="json", by_alias=True))
+            return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
     if record.status == "rejected" and tenant.duplicates == "conflict":
-        raise REJECTION_ERRORS.get(record.reason or "", ValidationFailed)(
-            requestId=str(record.id)
-        )
+        error = REJECTION_ERRORS.get(record.reason or "", ValidationFailed)
+        raise error(f"registration rejected: {record.reason}", requestId=str(record.id))
     # Under --duplicates silent a rejection looks exactly like a request in progress.
     return None
 

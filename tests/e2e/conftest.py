@@ -1,0 +1,137 @@
+"""End-to-end fixtures: the real gateway and workers as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import pytest
+
+from service.settings import Settings
+from tests.conftest import Mailbox, free_port
+
+REGISTRAR = str(Path(sys.executable).parent / "registrar")
+
+
+@dataclass
+class Service:
+    base_url: str
+    env: dict[str, str]
+    logs: list[Path]
+
+    def cli(self, *args: str) -> dict:
+        """Run `registrar ARGS` against this service's database; parse its JSON output."""
+        done = subprocess.run(
+            [REGISTRAR, *args], env=self.env, capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout)
+
+    def log_text(self) -> str:
+        return "".join(path.read_text() for path in self.logs)
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready")
+
+
+@pytest.fixture(scope="session")
+def service(
+    settings: Settings, mailbox: Mailbox, amqp_connection, tmp_path_factory
+) -> Iterator[Service]:
+    """Gateway + all workers as processes, stopped with SIGTERM (which must exit 0)."""
+    port = free_port()
+    logs_dir = tmp_path_factory.mktemp("logs")
+    env = {
+        **os.environ,
+        "REGISTRAR_DATABASE_URL": settings.database_url,
+        "REGISTRAR_AMQP_URL": settings.amqp_url,
+        "REGISTRAR_AMQP_PREFIX": settings.amqp_prefix,
+        "REGISTRAR_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}",
+        "REGISTRAR_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "REGISTRAR_SEAL_PUBLIC_KEY": settings.seal_public_key or "",
+        "REGISTRAR_SEAL_PRIVATE_KEY": settings.seal_private_key.get_secret_value(),
+        "REGISTRAR_LOG_LEVEL": "DEBUG",
+        # The suite makes many requests from one address; production keeps the default.
+        "REGISTRAR_RATE_LIMIT_BURST": "10000",
+    }
+    commands = {
+        "gateway": [REGISTRAR, "gateway", "--port", str(port)],
+        "workers": [REGISTRAR, "worker", "all"],
+    }
+    processes, logs = [], []
+    for name, command in commands.items():
+        log_path = logs_dir / f"{name}.log"
+        logs.append(log_path)
+        processes.append(
+            subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
+        yield Service(f"http://127.0.0.1:{port}", env, logs)
+    finally:
+        for proc in processes:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in processes]
+    assert codes == [0, 0], f"SIGTERM must end each process cleanly, got {codes}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def tenant(service: Service) -> dict:
+    return service.cli(
+        "tenant", "create", "Acme", "--activation-url-prefix", "https://app.example.com/"
+    )
+
+
+@pytest.fixture
+async def events_queue(amqp_connection, settings: Settings):
+    """A queue of our own bound to every event, as another system would bind one."""
+    channel = await amqp_connection.channel()
+    exchange = await channel.get_exchange(f"{settings.amqp_prefix}.events")
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="#")
+    yield queue
+    await channel.close()
+
+
+async def next_event(queue: aio_pika.abc.AbstractQueue, routing_key: str, *, timeout: float = 20):
+    """The next message with `routing_key` (others are acked and skipped)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = await queue.get(fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)
+            continue
+        await message.ack()
+        if message.routing_key == routing_key:
+            return message
+    raise AssertionError(f"no {routing_key} event arrived")
