@@ -3,6 +3,7 @@ each message as an .eml file, and a page listing them."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 import uuid
@@ -22,7 +23,7 @@ class MaildirHandler:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
         data = envelope.original_content or envelope.content or b""
         if isinstance(data, str):
@@ -38,31 +39,42 @@ def start_mailbox(folder: Path, *, port: int) -> Controller:
     return controller
 
 
+def _message_page(folder: Path, name: str) -> str | None:
+    path = folder / Path(name).name  # .name: no path traversal out of the mailbox
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
+def _index_page(folder: Path) -> str:
+    rows = []
+    for path in sorted(folder.glob("*.eml"), reverse=True):
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        cells = (msg["Date"] or path.name[:15], msg["To"], msg["Content-Language"], msg["Subject"])
+        rows.append(
+            "<tr>"
+            + "".join(f"<td>{html.escape(str(c or ''))}</td>" for c in cells)
+            + f'<td><a href="/_dev/mail/{html.escape(path.name)}">open</a></td></tr>'
+        )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>registrar dev mailbox</title></head><body><h1>Development mailbox</h1>"
+        f"<p>{len(rows)} message(s) in {html.escape(str(folder))}</p><table border='1'>"
+        "<tr><th>time</th><th>to</th><th>locale</th><th>subject</th><th></th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+
+
 def mailbox_page(folder: Path):
     """GET /_dev/mail (list) and GET /_dev/mail/{name} (one message as text)."""
 
-    async def index(request: web.Request) -> web.Response:
+    async def page(request: web.Request) -> web.Response:
         name = request.match_info.get("name")
         if name:
-            path = folder / Path(name).name
-            if not path.is_file():
+            text = await asyncio.to_thread(_message_page, folder, name)
+            if text is None:
                 raise web.HTTPNotFound()
-            return web.Response(text=path.read_text(errors="replace"), content_type="text/plain")
-        rows = []
-        for path in sorted(folder.glob("*.eml"), reverse=True):
-            msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-            cells = (msg["Date"] or path.name[:15], msg["To"], msg["Content-Language"], msg["Subject"])
-            rows.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(c or ''))}</td>" for c in cells)
-                + f'<td><a href="/_dev/mail/{html.escape(path.name)}">open</a></td></tr>'
-            )
-        body = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>registrar dev mailbox</title></head><body><h1>Development mailbox</h1>"
-            f"<p>{len(rows)} message(s) in {html.escape(str(folder))}</p><table border='1'>"
-            "<tr><th>time</th><th>to</th><th>locale</th><th>subject</th><th></th></tr>"
-            + "".join(rows) + "</table></body></html>"
-        )
-        return web.Response(text=body, content_type="text/html")
+            return web.Response(text=text, content_type="text/plain")
+        text = await asyncio.to_thread(_index_page, folder)
+        return web.Response(text=text, content_type="text/html")
 
-    return index
+    return page

@@ -33,7 +33,10 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def serve_gateway(
-    settings: Settings, host: str, port: int, stop: asyncio.Event,
+    settings: Settings,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
     customize: Callable[[web.Application], None] | None = None,
 ) -> None:
     """Serve HTTP until `stop`; then stop accepting and finish in-flight requests."""
@@ -88,10 +91,14 @@ def _dev_keys(settings: Settings) -> Settings:
             f.write(f"REGISTRAR_SEAL_PUBLIC_KEY={public}\nREGISTRAR_SEAL_PRIVATE_KEY={private}\n")
         log.info("generated a sealing key pair", extra={"path": str(path)})
     values = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
-    return settings.model_copy(update={
-        "seal_public_key": values["REGISTRAR_SEAL_PUBLIC_KEY"],
-        "seal_private_key": Settings(seal_private_key=values["REGISTRAR_SEAL_PRIVATE_KEY"]).seal_private_key,
-    })
+    return settings.model_copy(
+        update={
+            "seal_public_key": values["REGISTRAR_SEAL_PUBLIC_KEY"],
+            "seal_private_key": Settings(
+                seal_private_key=values["REGISTRAR_SEAL_PRIVATE_KEY"]
+            ).seal_private_key,
+        }
+    )
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
@@ -103,7 +110,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         settings = settings.model_copy(
             update={"smtp_url": f"smtp://127.0.0.1:{settings.dev_smtp_port}"}
         )
-        log.info("development mailbox", extra={"smtp_port": settings.dev_smtp_port, "dir": str(mail_dir)})
+        log.info(
+            "development mailbox", extra={"smtp_port": settings.dev_smtp_port, "dir": str(mail_dir)}
+        )
     asyncio.run(db.migrate(settings.database_url))
 
     def dev_routes(app: web.Application) -> None:
@@ -136,18 +145,30 @@ async def _with_pool(settings: Settings, action):
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
     async def action(pool):
         return await tenants.create_tenant(
-            pool, name=args.name, registration_enabled=not args.no_registration,
-            captcha=args.captcha, activation_url_prefixes=args.activation_url_prefix or [],
-            duplicates=args.duplicates, default_locale=args.default_locale,
+            pool,
+            name=args.name,
+            registration_enabled=not args.no_registration,
+            captcha=args.captcha,
+            activation_url_prefixes=args.activation_url_prefix or [],
+            duplicates=args.duplicates,
+            default_locale=args.default_locale,
         )
 
     tenant, api_key = asyncio.run(_with_pool(settings, action))
-    print(json.dumps({
-        "id": str(tenant.id), "name": tenant.name, "apiKey": api_key,
-        "registrationEnabled": tenant.registration_enabled, "captcha": tenant.captcha,
-        "activationUrlPrefixes": list(tenant.activation_url_prefixes),
-        "duplicates": tenant.duplicates, "defaultLocale": tenant.default_locale,
-    }))
+    print(
+        json.dumps(
+            {
+                "id": str(tenant.id),
+                "name": tenant.name,
+                "apiKey": api_key,
+                "registrationEnabled": tenant.registration_enabled,
+                "captcha": tenant.captcha,
+                "activationUrlPrefixes": list(tenant.activation_url_prefixes),
+                "duplicates": tenant.duplicates,
+                "defaultLocale": tenant.default_locale,
+            }
+        )
+    )
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -155,8 +176,16 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
         return await tenants.create_access_token(pool, tenant_id=args.tenant, scopes=args.scope)
 
     token_id, token = asyncio.run(_with_pool(settings, action))
-    print(json.dumps({"id": str(token_id), "tenantId": str(args.tenant), "scopes": args.scope,
-                      "token": token}))
+    print(
+        json.dumps(
+            {
+                "id": str(token_id),
+                "tenantId": str(args.tenant),
+                "scopes": args.scope,
+                "token": token,
+            }
+        )
+    )
 
 
 def cmd_keys_generate(_settings: Settings, _args: argparse.Namespace) -> None:

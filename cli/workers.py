@@ -53,7 +53,9 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
     connection = await amqp.connect(settings.amqp_url)
     amqp_names = amqp.Names(settings.amqp_prefix)
     publisher = await amqp.open_publisher(
-        connection, amqp_names, max_length=settings.queue_max_length,
+        connection,
+        amqp_names,
+        max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
     )
     consume_channel = await connection.channel()
@@ -63,28 +65,49 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
     tasks: list[asyncio.Task[None]] = []
     smtp: SmtpSender | None = None
     if "registration" in names:
-        consumers.append(Consumer(consume_channel, amqp_names.queue("registration"), {
-            "register.requested": partial(
-                registration.register_user, pool=pool, hasher=password_hasher(settings),
-                private_key=private_key, token_key=token_key,
-                token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
-            ),
-            "activation.requested": partial(registration.activate_user, pool=pool),
-        }))
+        consumers.append(
+            Consumer(
+                consume_channel,
+                amqp_names.queue("registration"),
+                {
+                    "register.requested": partial(
+                        registration.register_user,
+                        pool=pool,
+                        hasher=password_hasher(settings),
+                        private_key=private_key,
+                        token_key=token_key,
+                        token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
+                    ),
+                    "activation.requested": partial(registration.activate_user, pool=pool),
+                },
+            )
+        )
     if "mailer" in names:
         if not settings.smtp_url:
             raise SystemExit("REGISTRAR_SMTP_URL is not set; the mailer needs an SMTP server")
         smtp = SmtpSender(SmtpConfig.from_url(settings.smtp_url))
-        consumers.append(Consumer(consume_channel, amqp_names.queue("mailer"), {
-            "email.requested": partial(
-                mailer.send_email, pool=pool, sender=smtp, token_key=token_key,
-                mail_from=settings.mail_from, valid_hours=int(settings.activation_token_ttl_h),
-            ),
-        }))
+        consumers.append(
+            Consumer(
+                consume_channel,
+                amqp_names.queue("mailer"),
+                {
+                    "email.requested": partial(
+                        mailer.send_email,
+                        pool=pool,
+                        sender=smtp,
+                        token_key=token_key,
+                        mail_from=settings.mail_from,
+                        valid_hours=int(settings.activation_token_ttl_h),
+                    ),
+                },
+            )
+        )
     if "outbox" in names:
-        tasks.append(asyncio.create_task(
-            outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
-        ))
+        tasks.append(
+            asyncio.create_task(
+                outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
+            )
+        )
     for consumer in consumers:
         await consumer.start()
     log.info("workers running", extra={"workers": names})

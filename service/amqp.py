@@ -60,9 +60,7 @@ async def declare_topology(
     channel: AbstractChannel, names: Names, *, max_length: int
 ) -> AbstractExchange:
     """Declare exchanges, work queues with their dead-letter queues, and bindings."""
-    events = await channel.declare_exchange(
-        names.events, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(
         names.dead_letters, aio_pika.ExchangeType.TOPIC, durable=True
     )

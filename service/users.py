@@ -33,7 +33,11 @@ def links_for(api_key: str, request_id: uuid.UUID | None) -> dict[str, Link]:
 
 
 async def fetch_user(
-    conn: asyncpg.Connection | asyncpg.Pool, *, user_id: uuid.UUID, tenant_id: uuid.UUID, api_key: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    user_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    api_key: str,
 ) -> User | None:
     """The user representation, or None when no such user exists in the tenant."""
     row = await conn.fetchrow(USER_QUERY, user_id, tenant_id)

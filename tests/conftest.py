@@ -97,7 +97,7 @@ class Mailbox:
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         message = BytesParser(policy=policy.default).parsebytes(envelope.original_content)
         with self._lock:
             self.messages.append(message)

@@ -38,9 +38,7 @@ def activation_link(data: EmailRequested, token_key: bytes) -> str:
     return data.activation_url.replace("{activationToken}", token)
 
 
-def render(
-    data: EmailRequested, *, sender: str, link: str, valid_hours: int
-) -> EmailMessage:
+def render(data: EmailRequested, *, sender: str, link: str, valid_hours: int) -> EmailMessage:
     """The complete message: text and HTML parts, headers for automated mail."""
     context = {"user_name": data.user_name, "activation_link": link, "valid_hours": valid_hours}
     message = EmailMessage()
@@ -89,11 +87,12 @@ async def send_email(
         await add_event(
             conn,
             EmailDelivered(
-                email_id=data.email_id, tenant_id=data.tenant_id, kind=data.kind,
-                to=data.to, attempts=attempts or 1,
+                email_id=data.email_id,
+                tenant_id=data.tenant_id,
+                kind=data.kind,
+                to=data.to,
+                attempts=attempts or 1,
             ),
             subject=str(data.email_id),
         )
     log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
-
-

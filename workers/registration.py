@@ -42,9 +42,7 @@ async def first_delivery(conn: asyncpg.Connection, event: CloudEvent) -> bool:
     )
 
 
-async def _reject(
-    conn: asyncpg.Connection, data: RegisterRequested, reason: str
-) -> None:
+async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str) -> None:
     await conn.execute(
         "UPDATE registration_requests SET status = 'rejected', reason = $2, decided_at = now() "
         "WHERE id = $1",
@@ -78,7 +76,9 @@ async def _insert_user(
     )
 
 
-async def _grant_default_role(conn: asyncpg.Connection, user_id: uuid.UUID, tenant_id: uuid.UUID) -> list[str]:
+async def _grant_default_role(
+    conn: asyncpg.Connection, user_id: uuid.UUID, tenant_id: uuid.UUID
+) -> list[str]:
     rows = await conn.fetch(
         "INSERT INTO user_roles (user_id, role_id) "
         "SELECT $1, id FROM roles WHERE tenant_id = $2 AND lower(name) = 'user' "
@@ -159,9 +159,16 @@ async def register_user(
         await add_event(
             conn,
             UserRegistered(
-                user_id=user["id"], tenant_id=data.tenant_id, email=data.email,
-                user_name=data.user_name, name="", locale=data.locale, is_approved=False,
-                roles=roles, source="self", registered_at=user["created_at"],
+                user_id=user["id"],
+                tenant_id=data.tenant_id,
+                email=data.email,
+                user_name=data.user_name,
+                name="",
+                locale=data.locale,
+                is_approved=False,
+                roles=roles,
+                source="self",
+                registered_at=user["created_at"],
                 request_id=data.request_id,
             ),
             subject=str(user["id"]),
@@ -176,16 +183,25 @@ async def register_user(
         await add_event(
             conn,
             EmailRequested(
-                email_id=email_id, tenant_id=data.tenant_id, kind="activation", to=data.email,
-                locale=data.locale, user_name=data.user_name,
-                activation_url=data.activation_url, activation_token_id=token_id,
+                email_id=email_id,
+                tenant_id=data.tenant_id,
+                kind="activation",
+                to=data.email,
+                locale=data.locale,
+                user_name=data.user_name,
+                activation_url=data.activation_url,
+                activation_token_id=token_id,
             ),
         )
         await announce(conn, str(data.request_id))
-    log.info("user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])})
+    log.info(
+        "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
+    )
 
 
-async def activate_user(event: CloudEvent, data: ActivationRequested, *, pool: asyncpg.Pool) -> None:
+async def activate_user(
+    event: CloudEvent, data: ActivationRequested, *, pool: asyncpg.Pool
+) -> None:
     """Consume the token once; approve its user and publish UserActivated."""
     async with pool.acquire() as conn, conn.transaction():
         if not await first_delivery(conn, event):

@@ -56,8 +56,11 @@ class SmtpSender:
             return self._client
         c = self._config
         client = aiosmtplib.SMTP(
-            hostname=c.host, port=c.port, use_tls=c.use_tls,
-            start_tls=c.start_tls if c.start_tls else False, timeout=c.timeout,
+            hostname=c.host,
+            port=c.port,
+            use_tls=c.use_tls,
+            start_tls=c.start_tls if c.start_tls else False,
+            timeout=c.timeout,
         )
         await client.connect()
         if c.username:

@@ -13,7 +13,7 @@ from service.errors import NotFound, ServiceUnavailable, TokenAlreadyUsed
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 
-TOKEN_QUERY = """
+ACTIVATION_ROW_SQL = """
 SELECT t.id, t.user_id, t.expires_at, t.used_at, t.used_by, t.revoked_at
   FROM activation_tokens t JOIN users u ON u.id = t.user_id
  WHERE t.token_hash = $1 AND u.tenant_id = $2
@@ -26,7 +26,7 @@ async def activate(request: web.Request) -> web.Response:
     tenant = await tenant_from_path(request)
     pool = request.app[POOL]
     token_hash = tokens.hash_secret(request.match_info["activationToken"])
-    row = await pool.fetchrow(TOKEN_QUERY, token_hash, tenant.id)
+    row = await pool.fetchrow(ACTIVATION_ROW_SQL, token_hash, tenant.id)
     if row is None or row["revoked_at"] is not None:
         raise NotFound("unknown activation token")
     if row["used_at"] is not None:
@@ -61,5 +61,3 @@ async def activate(request: web.Request) -> web.Response:
     if user is None:
         raise NotFound("the user no longer exists")
     return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
-
-

@@ -43,9 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     """The gateway application; resources open on startup and close on cleanup."""
     if not settings.seal_public_key:
         raise ValueError("REGISTRAR_SEAL_PUBLIC_KEY is not set (see `registrar keys generate`)")
-    app = web.Application(
-        middlewares=[problem_middleware], client_max_size=settings.max_body_bytes
-    )
+    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(
         rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst

@@ -14,9 +14,7 @@ def enforce_rate_limit(request: web.Request) -> None:
     """429 with Retry-After when this client address has spent its budget."""
     wait = request.app[LIMITER].take(request.remote or "unknown")
     if wait:
-        raise RateLimited(
-            f"retry in {wait} s", headers={"Retry-After": str(wait)}, retryAfter=wait
-        )
+        raise RateLimited(f"retry in {wait} s", headers={"Retry-After": str(wait)}, retryAfter=wait)
 
 
 async def tenant_from_path(request: web.Request) -> Tenant:

@@ -27,7 +27,9 @@ async def read_json_object(request: web.Request) -> dict[str, object]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the limit is {request.app[SETTINGS].max_body_bytes} bytes") from None
+        raise PayloadTooLarge(
+            f"the limit is {request.app[SETTINGS].max_body_bytes} bytes"
+        ) from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -17,8 +17,13 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(
-    status: int, *, type_uri: str, title: str, detail: str | None = None,
-    headers: dict[str, str] | None = None, **extra: object,
+    status: int,
+    *,
+    type_uri: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: object,
 ) -> web.Response:
     """An `application/problem+json` response."""
     body: dict[str, object] = {"type": type_uri, "title": title, "status": status}
@@ -47,8 +52,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = await handler(request)
         except ApiError as exc:
             response = problem_response(
-                exc.status, type_uri=exc.type_uri, title=exc.title, detail=exc.detail,
-                headers=exc.headers, **exc.extra,
+                exc.status,
+                type_uri=exc.type_uri,
+                title=exc.title,
+                detail=exc.detail,
+                headers=exc.headers,
+                **exc.extra,
             )
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -58,9 +67,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             )
         except Exception:
             log.exception("unhandled error", extra={"route": _route_template(request)})
-            response = problem_response(
-                500, type_uri="about:blank", title="Internal Server Error"
-            )
+            response = problem_response(500, type_uri="about:blank", title="Internal Server Error")
         response.headers["X-Request-Id"] = request_id
         log.info(
             "request",

@@ -63,7 +63,9 @@ async def outcome_response(
     """200 with the user, 409 for a conflict, or None while still pending."""
     if record.status == "registered" and record.user_id is not None:
         user = await users.fetch_user(
-            request.app[POOL], user_id=record.user_id, tenant_id=tenant.id,
+            request.app[POOL],
+            user_id=record.user_id,
+            tenant_id=tenant.id,
             api_key=request.match_info["apiKey"],
         )
         if user is not None:
@@ -120,11 +122,16 @@ async def record_request(
     async with pool.acquire() as conn, conn.transaction():
         if tenant.captcha == "pow":
             await captcha.consume_solution(
-                conn, tenant, identifier=form.challenge_identifier,
+                conn,
+                tenant,
+                identifier=form.challenge_identifier,
                 response=form.challenge_response,
             )
         inserted = await registrations.insert_request(
-            conn, request_id=request_id, tenant_id=tenant.id, idempotency_key=key,
+            conn,
+            request_id=request_id,
+            tenant_id=tenant.id,
+            idempotency_key=key,
             fingerprint=print_,
         )
     if not inserted:  # a concurrent retry with the same key won the race

@@ -17,8 +17,19 @@ from tests.e2e.conftest import next_event
 pytestmark = pytest.mark.e2e
 ACTIVATION_URL = "https://app.example.com/activate/{activationToken}"
 USER_FIELDS = {
-    "id", "userName", "email", "name", "creationDate", "dateCreated", "dateUpdated",
-    "isApproved", "isLockedOut", "roles", "dashboardSettings", "locale", "_links",
+    "id",
+    "userName",
+    "email",
+    "name",
+    "creationDate",
+    "dateCreated",
+    "dateUpdated",
+    "isApproved",
+    "isLockedOut",
+    "roles",
+    "dashboardSettings",
+    "locale",
+    "_links",
 }
 
 
@@ -103,9 +114,7 @@ async def test_duplicate_email_in_other_letter_case_is_409(service, tenant, http
     assert problem["type"].endswith("/email-taken") and problem["status"] == 409
 
 
-async def test_respond_async_returns_202_then_status_resource_shows_the_user(
-    service, tenant, http
-):
+async def test_respond_async_returns_202_then_status_resource_shows_the_user(service, tenant, http):
     body = new_body()
     async with http.post(
         register_url(service, tenant), json=body, headers={"Prefer": "respond-async"}
@@ -174,13 +183,23 @@ async def test_transport_errors_401_403_413_415_and_not_json(service, tenant, ht
     url = register_url(service, tenant)
     async with http.post(f"{service.base_url}/wrong-key/register", json=new_body()) as r:
         assert r.status == 401
-    closed = service.cli("tenant", "create", "Closed", "--no-registration",
-                         "--activation-url-prefix", "https://app.example.com/")
+    closed = service.cli(
+        "tenant",
+        "create",
+        "Closed",
+        "--no-registration",
+        "--activation-url-prefix",
+        "https://app.example.com/",
+    )
     async with http.post(register_url(service, closed), json=new_body()) as r:
         assert r.status == 403
-    async with http.post(url, data="x" * (65 * 1024), headers={"Content-Type": "application/json"}) as r:
+    async with http.post(
+        url, data="x" * (65 * 1024), headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 413
-    async with http.post(url, data="email=a", headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        url, data="email=a", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ) as r:
         assert r.status == 415
     async with http.post(url, data="{not json", headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
@@ -191,19 +210,32 @@ async def test_transport_errors_401_403_413_415_and_not_json(service, tenant, ht
 
 
 async def test_pow_captcha_solution_is_accepted_once(service, http):
-    tenant = service.cli("tenant", "create", "Captcha", "--captcha", "pow",
-                         "--activation-url-prefix", "https://app.example.com/")
+    tenant = service.cli(
+        "tenant",
+        "create",
+        "Captcha",
+        "--captcha",
+        "pow",
+        "--activation-url-prefix",
+        "https://app.example.com/",
+    )
     async with http.get(f"{service.base_url}/{tenant['apiKey']}/captcha/challenge") as r:
         assert r.status == 200
         challenge = await r.json()
     assert set(challenge) == {"algorithm", "challenge", "maxnumber", "salt", "signature"}
     solution = await asyncio.to_thread(
-        altcha.solve_challenge_v1, challenge["challenge"], challenge["salt"],
-        challenge["algorithm"], challenge["maxnumber"],
+        altcha.solve_challenge_v1,
+        challenge["challenge"],
+        challenge["salt"],
+        challenge["algorithm"],
+        challenge["maxnumber"],
     )
     payload = altcha.PayloadV1(
-        algorithm=challenge["algorithm"], challenge=challenge["challenge"],
-        number=solution.number, salt=challenge["salt"], signature=challenge["signature"],
+        algorithm=challenge["algorithm"],
+        challenge=challenge["challenge"],
+        number=solution.number,
+        salt=challenge["salt"],
+        signature=challenge["signature"],
     ).to_base64()
     solved = {"challengeIdentifier": challenge["challenge"], "challengeResponse": payload}
 
@@ -231,7 +263,9 @@ async def test_no_plaintext_password_in_messages_rows_or_logs(
     )
     for row in dump:
         table = row["table_name"]
-        text = await pool.fetchval(f'SELECT coalesce(string_agg(t::text, \'\n\'), \'\') FROM "{table}" t')
+        text = await pool.fetchval(
+            f"SELECT coalesce(string_agg(t::text, '\n'), '') FROM \"{table}\" t"
+        )
         assert secret not in text, f"plaintext password found in table {table}"
     assert secret not in service.log_text()
     for message in mailbox.received(lambda m: True):
