@@ -25,9 +25,8 @@ def normalize_email(value: str) -> str:
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
+    # Wire names only (camelCase): a snake_case key is an unknown field, hence a 400.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=to_camel)
 
 
 class RegisterRequest(_Input):

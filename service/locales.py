@@ -31,4 +31,7 @@ def parse_accept_language(header: str | None) -> list[str]:
 def best_locale(accept_language: str | None, *, default: str) -> str:
     """The supported locale that best matches the header, else `default`."""
     preferred = parse_accept_language(accept_language)
-    return negotiate_locale(preferred, SUPPORTED) or default
+    match = negotiate_locale(preferred, SUPPORTED)
+    # Babel answers in the caller's spelling ("DE"); tags are case-insensitive, ours are not.
+    by_lower = {locale.lower(): locale for locale in SUPPORTED}
+    return by_lower.get(match.lower(), default) if match else default

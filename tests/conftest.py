@@ -44,10 +44,15 @@ def run_id() -> str:
 
 @pytest.fixture(scope="session")
 async def database_url(run_id: str) -> AsyncIterator[str]:
-    name = f"registrar_test_{run_id}"
-    url = f"{POSTGRES_URL}/{name}"
+    url = f"{POSTGRES_URL}/registrar_test_{run_id}"
     await db.migrate(url)
     yield url
+    await drop_database(url)
+
+
+async def drop_database(url: str) -> None:
+    """Drop a test database, disconnecting whoever still uses it."""
+    name = url.rsplit("/", 1)[1]
     conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -52,7 +52,9 @@ def render(data: EmailRequested, *, sender: str, link: str, valid_hours: int) ->
     message.add_alternative(
         templates.get_template(f"{data.kind}.html").render(context), subtype="html"
     )
-    message["Content-Language"] = data.locale  # after set_content, which resets Content-*
+    # After set_content, which resets Content-* headers. The wording is English-only until
+    # the translated catalogue lands, so say so rather than claim the user's locale.
+    message["Content-Language"] = "en"
     return message
 
 

@@ -30,7 +30,7 @@ def backoff_seconds(message: AbstractIncomingMessage) -> float:
     """1, 2, 4 ... seconds by how often the broker has delivered this message before."""
     count = (message.headers or {}).get("x-delivery-count", 0)
     try:
-        return min(2.0 ** int(count), MAX_BACKOFF_S)
+        return min(2.0 ** min(int(count), 16), MAX_BACKOFF_S)
     except (TypeError, ValueError):
         return 1.0
 

@@ -28,6 +28,6 @@ def parse_prefer(values: list[str], *, max_wait: float = MAX_WAIT_S) -> Preferen
                     seconds = float(arg.strip().strip('"'))
                 except ValueError:
                     continue
-                if seconds >= 0:
+                if seconds >= 0 and wait is None:  # RFC 7240 §2: the first one counts
                     wait = min(seconds, max_wait)
     return Preference(respond_async=respond_async, wait=wait)

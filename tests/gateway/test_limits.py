@@ -1,0 +1,108 @@
+"""The gateway in-process (aiohttp test server) on the real PostgreSQL and RabbitMQ:
+rate limits and backpressure, which need settings the shared e2e processes do not use."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from service import tenants
+from service.amqp import QUEUE_BINDINGS, Names
+from service.gateway.app import create_app
+from service.settings import Settings
+
+BODY = {
+    "activationUrl": "https://app.example.com/a/{activationToken}",
+    "challengeIdentifier": "-",
+    "challengeResponse": "-",
+    "password": "long enough password",
+    "confirmPassword": "long enough password",
+}
+
+
+def body() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {**BODY, "email": f"{tag}@example.com", "userName": f"u{tag}"}
+
+
+@pytest.fixture
+async def api_key(pool) -> str:
+    _, key = await tenants.create_tenant(
+        pool, name="limits", activation_url_prefixes=["https://app.example.com/"]
+    )
+    return key
+
+
+async def gateway_client(settings: Settings, **overrides) -> TestClient:
+    client = TestClient(TestServer(create_app(settings.model_copy(update=overrides))))
+    await client.start_server()
+    return client
+
+
+async def drop_topology(amqp_connection, prefix: str) -> None:
+    names = Names(prefix)
+    channel = await amqp_connection.channel()
+    for role in QUEUE_BINDINGS:
+        await channel.queue_delete(names.queue(role))
+        await channel.queue_delete(names.dead_letter_queue(role))
+    await channel.exchange_delete(names.events)
+    await channel.exchange_delete(names.dead_letters)
+    await channel.close()
+
+
+async def test_rate_limit_answers_429_with_retry_after(settings, api_key):
+    client = await gateway_client(settings, rate_limit_burst=2, rate_limit_per_minute=1)
+    try:
+        statuses = []
+        for _ in range(3):
+            response = await client.post(
+                f"/{api_key}/register", json=body(), headers={"Prefer": "respond-async"}
+            )
+            statuses.append(response.status)
+        assert statuses == [202, 202, 429]
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.content_type == "application/problem+json"
+    finally:
+        await client.close()
+
+
+async def test_full_queue_answers_503_and_leaves_no_pending_request(
+    settings, api_key, pool, amqp_connection
+):
+    prefix = f"{settings.amqp_prefix}_full"
+    client = await gateway_client(settings, amqp_prefix=prefix, queue_max_length=1)
+    try:
+        # Nobody consumes, so the queue fills up. Quorum queues check the limit after
+        # enqueueing, so they take one message over it before refusing: allow a few.
+        for _ in range(5):
+            key = str(uuid.uuid4())
+            refused = await client.post(
+                f"/{api_key}/register",
+                json=body(),
+                headers={"Prefer": "respond-async", "Idempotency-Key": key},
+            )
+            if refused.status != 202:
+                break
+        assert refused.status == 503
+        assert refused.headers["Retry-After"]
+        assert (await refused.json())["type"].endswith("/unavailable")
+        # Nothing half-done: the refused request was rolled back, so a retry starts clean.
+        leftover = await pool.fetchval(
+            "SELECT count(*) FROM registration_requests WHERE idempotency_key = $1", key
+        )
+        assert leftover == 0
+    finally:
+        await client.close()
+        await drop_topology(amqp_connection, prefix)
+
+
+async def test_readyz_reports_both_dependencies(settings):
+    client = await gateway_client(settings)
+    try:
+        response = await client.get("/readyz")
+        assert response.status == 200
+        assert (await response.json())["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
+    finally:
+        await client.close()

@@ -1,0 +1,249 @@
+"""The mailer handler against real PostgreSQL and a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from functools import partial
+
+import asyncpg
+import pytest
+
+from schemas.events import EmailRequested, RegisterRequested, envelope, parse
+from service import registrations, tokens
+from service.errors import RetryableError
+from service.sealing import seal
+from service.settings import Settings
+from service.tenants import Tenant
+from tests.conftest import free_port, text_of
+from tests.integration.conftest import ACTIVATION_URL, MakeTenant
+from workers import mailer
+from workers.registration import register_user
+from workers.smtp import SmtpConfig, SmtpSender
+
+VALID_HOURS = 48
+
+
+@pytest.fixture
+async def smtp(mailbox) -> AsyncIterator[SmtpSender]:
+    sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{mailbox.port}"))
+    yield sender
+    await sender.close()
+
+
+@pytest.fixture
+async def dead_smtp() -> AsyncIterator[SmtpSender]:
+    """A sender whose server is not listening: every send fails to connect."""
+    sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{free_port()}?timeout=3"))
+    yield sender
+    await sender.close()
+
+
+def send_with(sender: SmtpSender, *, pool: asyncpg.Pool, token_key: bytes, settings: Settings):
+    """send_email wired the way cli/workers.py wires it."""
+    return partial(
+        mailer.send_email,
+        pool=pool,
+        sender=sender,
+        token_key=token_key,
+        mail_from=settings.mail_from,
+        valid_hours=VALID_HOURS,
+    )
+
+
+@pytest.fixture
+async def tenant(make_tenant: MakeTenant) -> Tenant:
+    return await make_tenant()
+
+
+async def requested_email(pool: asyncpg.Pool, tenant: Tenant) -> EmailRequested:
+    """An emails row and its EmailRequested, as the registration worker writes them."""
+    email_id = uuid.uuid4()
+    to = f"mail-{uuid.uuid4().hex[:10]}@example.com"
+    await pool.execute(
+        "INSERT INTO emails (id, tenant_id, kind, recipient) VALUES ($1, $2, 'activation', $3)",
+        email_id,
+        tenant.id,
+        to,
+    )
+    return EmailRequested(
+        email_id=email_id,
+        tenant_id=tenant.id,
+        kind="activation",
+        to=to,
+        locale="en",
+        user_name=f"user-{email_id.hex[:6]}",
+        activation_url=ACTIVATION_URL,
+        activation_token_id=uuid.uuid4(),
+    )
+
+
+async def delivered_events(pool: asyncpg.Pool, email_id: uuid.UUID) -> list[dict]:
+    rows = await pool.fetch(
+        "SELECT body FROM outbox WHERE routing_key = 'email.delivered' "
+        "AND body->'data'->>'emailId' = $1",
+        str(email_id),
+    )
+    return [r["body"] for r in rows]
+
+
+def addressed_to(address: str):
+    return lambda message: message["To"] == address
+
+
+async def test_send_email_delivers_the_activation_link_with_the_derived_token_and_records_it(
+    pool: asyncpg.Pool, settings: Settings, token_key: bytes, tenant: Tenant, mailbox, smtp
+) -> None:
+    data = await requested_email(pool, tenant)
+    send = send_with(smtp, pool=pool, token_key=token_key, settings=settings)
+
+    await send(envelope(data), data)
+
+    message = await mailbox.wait_for(addressed_to(data.to), timeout=5)
+    token = tokens.derive_token(token_key, data.activation_token_id)
+    link = ACTIVATION_URL.replace("{activationToken}", token)
+    assert link in text_of(message)
+    assert link in message.get_body(preferencelist=("html",)).get_content()
+    assert data.user_name in text_of(message)
+    assert message["Subject"] == "Activate your account"
+    assert message["From"] == settings.mail_from
+    assert message["X-Registrar-Email-Id"] == str(data.email_id)
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Content-Language"] == "en"
+
+    row = await pool.fetchrow("SELECT * FROM emails WHERE id = $1", data.email_id)
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+    assert row["sent_at"] is not None
+    [delivered] = await delivered_events(pool, data.email_id)
+    assert delivered["type"] == "registrar.email.delivered.v1"
+    assert delivered["subject"] == str(data.email_id)
+    assert delivered["data"] == {
+        "emailId": str(data.email_id),
+        "tenantId": str(tenant.id),
+        "kind": "activation",
+        "to": data.to,
+        "attempts": 1,
+    }
+
+
+async def test_redelivery_of_a_sent_email_request_sends_no_second_email(
+    pool: asyncpg.Pool, settings: Settings, token_key: bytes, tenant: Tenant, mailbox, smtp
+) -> None:
+    data = await requested_email(pool, tenant)
+    send = send_with(smtp, pool=pool, token_key=token_key, settings=settings)
+    event = envelope(data)
+    await send(event, data)
+    await mailbox.wait_for(addressed_to(data.to), timeout=5)
+
+    await send(event, data)
+
+    await asyncio.sleep(0.3)  # a second message, had one been sent, would be in by now
+    assert len(mailbox.received(addressed_to(data.to))) == 1
+    assert len(await delivered_events(pool, data.email_id)) == 1
+    assert await pool.fetchval("SELECT attempts FROM emails WHERE id = $1", data.email_id) == 1
+
+
+async def test_an_unreachable_smtp_server_raises_retryable_error_and_counts_the_attempt(
+    pool: asyncpg.Pool, settings: Settings, token_key: bytes, tenant: Tenant, dead_smtp
+) -> None:
+    data = await requested_email(pool, tenant)
+    send = send_with(dead_smtp, pool=pool, token_key=token_key, settings=settings)
+
+    for attempt in (1, 2):
+        with pytest.raises(RetryableError):
+            await send(envelope(data), data)
+        row = await pool.fetchrow("SELECT * FROM emails WHERE id = $1", data.email_id)
+        assert (row["status"], row["attempts"], row["sent_at"]) == ("pending", attempt, None)
+
+    assert await delivered_events(pool, data.email_id) == []
+
+
+async def test_a_retry_after_smtp_failures_delivers_and_reports_every_attempt(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    token_key: bytes,
+    tenant: Tenant,
+    mailbox,
+    smtp,
+    dead_smtp,
+) -> None:
+    data = await requested_email(pool, tenant)
+    event = envelope(data)
+    with pytest.raises(RetryableError):
+        await send_with(dead_smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+
+    await mailbox.wait_for(addressed_to(data.to), timeout=5)
+    assert await pool.fetchval("SELECT attempts FROM emails WHERE id = $1", data.email_id) == 2
+    [delivered] = await delivered_events(pool, data.email_id)
+    assert delivered["data"]["attempts"] == 2
+
+
+async def test_the_email_requested_by_the_registration_worker_carries_a_working_activation_token(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    token_key: bytes,
+    private_key: str,
+    hasher,
+    tenant: Tenant,
+    mailbox,
+    smtp,
+) -> None:
+    """Registration worker -> outbox row -> mailer: the mailed token matches the stored hash."""
+    email = f"flow-{uuid.uuid4().hex[:10]}@example.com"
+    request_id = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await registrations.insert_request(
+            conn,
+            request_id=request_id,
+            tenant_id=tenant.id,
+            idempotency_key=None,
+            fingerprint=secrets.token_bytes(32),
+        )
+    register = RegisterRequested(
+        request_id=request_id,
+        tenant_id=tenant.id,
+        email=email,
+        user_name=f"flow{request_id.hex[:8]}",
+        locale="en",
+        activation_url=ACTIVATION_URL,
+        sealed_password=seal("a fine password", settings.seal_public_key),
+    )
+    await register_user(
+        envelope(register),
+        register,
+        pool=pool,
+        hasher=hasher,
+        private_key=private_key,
+        token_key=token_key,
+        token_ttl=dt.timedelta(hours=1),
+    )
+    body = await pool.fetchval(
+        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
+        "AND body->'data'->>'to' = $1",
+        email,
+    )
+    event, data = parse("email.requested", body.encode())
+
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+
+    message = await mailbox.wait_for(addressed_to(email), timeout=5)
+    prefix = ACTIVATION_URL.split("{")[0]
+    token = next(
+        line.strip()[len(prefix) :]
+        for line in text_of(message).splitlines()
+        if line.strip().startswith(prefix)
+    )
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM activation_tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.token_hash = $1 AND u.email = $2",
+            tokens.hash_secret(token),
+            email,
+        )
+        == 1
+    )
