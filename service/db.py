@@ -49,8 +49,8 @@ async def ensure_database(database_url: str) -> None:
             try:
                 await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
                 log.info("database created", extra={"database": name})
-            except asyncpg.DuplicateDatabaseError:
-                pass  # another process won the race
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another process won the race (PG reports it either way)
     finally:
         await conn.close()
 

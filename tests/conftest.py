@@ -83,14 +83,20 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def amqp_connection(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     yield connection
-    names = Names(settings.amqp_prefix)
+    await drop_topology(connection, settings.amqp_prefix)
+    await connection.close()
+
+
+async def drop_topology(connection: aio_pika.abc.AbstractConnection, prefix: str) -> None:
+    """Delete the exchanges and queues a test run declared under `prefix`."""
+    names = Names(prefix)
     channel = await connection.channel()
     for role in QUEUE_BINDINGS:
         for queue in (names.queue(role), names.dead_letter_queue(role)):
             await channel.queue_delete(queue)
     for exchange in (names.events, names.dead_letters):
         await channel.exchange_delete(exchange)
-    await connection.close()
+    await channel.close()
 
 
 class Mailbox:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from typing import Protocol
 
 import aiosmtplib
@@ -45,6 +45,7 @@ def render(data: EmailRequested, *, sender: str, link: str, valid_hours: int) ->
     message["Subject"] = SUBJECTS[data.kind]
     message["From"] = sender
     message["To"] = data.to
+    message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(idstring=str(data.email_id), domain="registrar")
     message["Auto-Submitted"] = "auto-generated"
     message["X-Registrar-Email-Id"] = str(data.email_id)

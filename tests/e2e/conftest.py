@@ -15,10 +15,12 @@ from pathlib import Path
 
 import aio_pika
 import aiohttp
+import asyncpg
 import pytest
 
+from service import db
 from service.settings import Settings
-from tests.conftest import Mailbox, free_port
+from tests.conftest import Mailbox, drop_database, drop_topology, free_port
 
 REGISTRAR = str(Path(sys.executable).parent / "registrar")
 
@@ -57,10 +59,32 @@ def _wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60
 
 
 @pytest.fixture(scope="session")
-def service(
-    settings: Settings, mailbox: Mailbox, amqp_connection, tmp_path_factory
-) -> Iterator[Service]:
+async def e2e_settings(settings: Settings, amqp_connection) -> AsyncIterator[Settings]:
+    """The processes get a database and AMQP prefix of their own: their outbox relay and
+    mailer must not take rows that the in-process integration tests are watching."""
+    own = settings.model_copy(
+        update={
+            "database_url": f"{settings.database_url}_e2e",
+            "amqp_prefix": f"{settings.amqp_prefix}_e2e",
+        }
+    )
+    await db.migrate(own.database_url)
+    yield own
+    await drop_topology(amqp_connection, own.amqp_prefix)
+    await drop_database(own.database_url)
+
+
+@pytest.fixture(scope="session")
+async def e2e_pool(e2e_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(e2e_settings.database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Iterator[Service]:
     """Gateway + all workers as processes, stopped with SIGTERM (which must exit 0)."""
+    settings = e2e_settings
     port = free_port()
     logs_dir = tmp_path_factory.mktemp("logs")
     env = {
@@ -111,10 +135,10 @@ def tenant(service: Service) -> dict:
 
 
 @pytest.fixture
-async def events_queue(amqp_connection, settings: Settings):
+async def events_queue(amqp_connection, e2e_settings: Settings):
     """A queue of our own bound to every event, as another system would bind one."""
     channel = await amqp_connection.channel()
-    exchange = await channel.get_exchange(f"{settings.amqp_prefix}.events")
+    exchange = await channel.get_exchange(f"{e2e_settings.amqp_prefix}.events")
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     await queue.bind(exchange, routing_key="#")
     yield queue

@@ -12,9 +12,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import drop_database, free_port
+from tests.conftest import drop_database, drop_topology, free_port
 from tests.e2e.conftest import REGISTRAR
-from tests.gateway.test_limits import drop_topology
 
 pytestmark = pytest.mark.e2e
 

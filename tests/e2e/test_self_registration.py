@@ -137,7 +137,7 @@ async def test_respond_async_returns_202_then_status_resource_shows_the_user(ser
     assert user["email"] == body["email"]
 
 
-async def test_idempotent_retry_creates_one_user(service, tenant, http, mailbox, pool):
+async def test_idempotent_retry_creates_one_user(service, tenant, http, mailbox, e2e_pool):
     body = new_body()
     headers = {"Idempotency-Key": str(uuid.uuid4())}
     answers = []
@@ -146,7 +146,7 @@ async def test_idempotent_retry_creates_one_user(service, tenant, http, mailbox,
             assert r.status == 200
             answers.append(await r.json())
     assert len({a["id"] for a in answers}) == 1
-    count = await pool.fetchval("SELECT count(*) FROM users WHERE email = $1", body["email"])
+    count = await e2e_pool.fetchval("SELECT count(*) FROM users WHERE email = $1", body["email"])
     assert count == 1
     await mailbox.wait_for(lambda m: m["To"] == body["email"])
     await asyncio.sleep(0.5)  # a second email would have arrived by now
@@ -249,7 +249,7 @@ async def test_pow_captcha_solution_is_accepted_once(service, http):
 
 
 async def test_no_plaintext_password_in_messages_rows_or_logs(
-    service, tenant, http, pool, mailbox, events_queue
+    service, tenant, http, e2e_pool, mailbox, events_queue
 ):
     secret = f"Plaintext-{uuid.uuid4().hex}"
     body = new_body(password=secret)
@@ -258,12 +258,12 @@ async def test_no_plaintext_password_in_messages_rows_or_logs(
     await mailbox.wait_for(lambda m: m["To"] == body["email"])
     await asyncio.sleep(0.5)  # let the relay publish and the workers log
 
-    dump = await pool.fetch(
+    dump = await e2e_pool.fetch(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
     )
     for row in dump:
         table = row["table_name"]
-        text = await pool.fetchval(
+        text = await e2e_pool.fetchval(
             f"SELECT coalesce(string_agg(t::text, '\n'), '') FROM \"{table}\" t"
         )
         assert secret not in text, f"plaintext password found in table {table}"

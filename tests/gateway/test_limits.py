@@ -9,9 +9,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from service import tenants
-from service.amqp import QUEUE_BINDINGS, Names
 from service.gateway.app import create_app
 from service.settings import Settings
+from tests.conftest import drop_topology
 
 BODY = {
     "activationUrl": "https://app.example.com/a/{activationToken}",
@@ -39,17 +39,6 @@ async def gateway_client(settings: Settings, **overrides) -> TestClient:
     client = TestClient(TestServer(create_app(settings.model_copy(update=overrides))))
     await client.start_server()
     return client
-
-
-async def drop_topology(amqp_connection, prefix: str) -> None:
-    names = Names(prefix)
-    channel = await amqp_connection.channel()
-    for role in QUEUE_BINDINGS:
-        await channel.queue_delete(names.queue(role))
-        await channel.queue_delete(names.dead_letter_queue(role))
-    await channel.exchange_delete(names.events)
-    await channel.exchange_delete(names.dead_letters)
-    await channel.close()
 
 
 async def test_rate_limit_answers_429_with_retry_after(settings, api_key):

@@ -68,9 +68,12 @@ async def test_a_solved_challenge_is_accepted_once_and_a_replay_fails(
 
     await consume(pool, tenant, challenge["challenge"], response)
 
-    assert await pool.fetchval(
-        "SELECT tenant_id FROM captcha_solutions WHERE challenge = $1", challenge["challenge"]
-    ) == tenant.id
+    assert (
+        await pool.fetchval(
+            "SELECT tenant_id FROM captcha_solutions WHERE challenge = $1", challenge["challenge"]
+        )
+        == tenant.id
+    )
     with pytest.raises(CaptchaFailed, match="already used"):
         await consume(pool, tenant, challenge["challenge"], response)
 
@@ -132,10 +135,13 @@ async def test_a_solution_sent_with_another_challenge_identifier_fails(
     with pytest.raises(CaptchaFailed, match="does not match"):
         await consume(pool, tenant, other["challenge"], solve(challenge))
 
-    assert await pool.fetchval(
-        "SELECT count(*) FROM captcha_solutions WHERE challenge = ANY($1::text[])",
-        [challenge["challenge"], other["challenge"]],
-    ) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM captcha_solutions WHERE challenge = ANY($1::text[])",
+            [challenge["challenge"], other["challenge"]],
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -56,15 +56,6 @@ async def create_empty_database(url: str) -> None:
         await conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG service/db.py ensure_database: two migrate() calls racing to create the same "
-        "database both see it missing; PostgreSQL fails the loser's CREATE DATABASE with "
-        "UniqueViolationError (pg_database_datname_index), not DuplicateDatabaseError, "
-        "so that migrate() raises instead of succeeding"
-    ),
-)
 async def test_two_concurrent_migrations_of_a_database_that_does_not_exist_both_succeed(
     throwaway_database: Callable[[], str],
 ) -> None:
