@@ -17,6 +17,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import aio_pika
+import altcha
 import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
@@ -143,3 +144,18 @@ def mailbox() -> Mailbox:
 def text_of(message: EmailMessage) -> str:
     """The plain-text part of a received email."""
     return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def solve_pow(challenge: dict) -> str:
+    """What a client (the ALTCHA widget) sends back as challengeResponse."""
+    solution = altcha.solve_challenge_v1(
+        challenge["challenge"], challenge["salt"], challenge["algorithm"], challenge["maxnumber"]
+    )
+    assert solution is not None
+    return altcha.PayloadV1(
+        algorithm=challenge["algorithm"],
+        challenge=challenge["challenge"],
+        number=solution.number,
+        salt=challenge["salt"],
+        signature=challenge["signature"],
+    ).to_base64()

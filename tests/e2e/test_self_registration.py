@@ -8,10 +8,9 @@ import json
 import re
 import uuid
 
-import altcha
 import pytest
 
-from tests.conftest import text_of
+from tests.conftest import solve_pow, text_of
 from tests.e2e.conftest import next_event
 
 pytestmark = pytest.mark.e2e
@@ -223,20 +222,7 @@ async def test_pow_captcha_solution_is_accepted_once(service, http):
         assert r.status == 200
         challenge = await r.json()
     assert set(challenge) == {"algorithm", "challenge", "maxnumber", "salt", "signature"}
-    solution = await asyncio.to_thread(
-        altcha.solve_challenge_v1,
-        challenge["challenge"],
-        challenge["salt"],
-        challenge["algorithm"],
-        challenge["maxnumber"],
-    )
-    payload = altcha.PayloadV1(
-        algorithm=challenge["algorithm"],
-        challenge=challenge["challenge"],
-        number=solution.number,
-        salt=challenge["salt"],
-        signature=challenge["signature"],
-    ).to_base64()
+    payload = await asyncio.to_thread(solve_pow, challenge)
     solved = {"challengeIdentifier": challenge["challenge"], "challengeResponse": payload}
 
     async with http.post(register_url(service, tenant), json=new_body(**solved)) as r:

@@ -14,6 +14,7 @@ import pytest
 from service import captcha
 from service.errors import CaptchaFailed
 from service.tenants import Tenant
+from tests.conftest import solve_pow
 from tests.integration.conftest import MakeTenant
 
 MAX_NUMBER = 2000
@@ -22,21 +23,6 @@ MAX_NUMBER = 2000
 @pytest.fixture
 async def tenant(make_tenant: MakeTenant) -> Tenant:
     return await make_tenant(captcha="pow")
-
-
-def solve(challenge: dict[str, object]) -> str:
-    """What a client (the ALTCHA widget) sends back as challengeResponse."""
-    solution = altcha.solve_challenge_v1(
-        challenge["challenge"], challenge["salt"], challenge["algorithm"], challenge["maxnumber"]
-    )
-    assert solution is not None
-    return altcha.PayloadV1(
-        algorithm=challenge["algorithm"],
-        challenge=challenge["challenge"],
-        number=solution.number,
-        salt=challenge["salt"],
-        signature=challenge["signature"],
-    ).to_base64()
 
 
 def tampered(response: str, **changes: object) -> str:
@@ -64,7 +50,7 @@ async def test_a_solved_challenge_is_accepted_once_and_a_replay_fails(
     pool: asyncpg.Pool, tenant: Tenant
 ) -> None:
     challenge = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
-    response = solve(challenge)
+    response = solve_pow(challenge)
 
     await consume(pool, tenant, challenge["challenge"], response)
 
@@ -82,7 +68,7 @@ async def test_two_concurrent_uses_of_one_solution_accept_exactly_one(
     pool: asyncpg.Pool, tenant: Tenant
 ) -> None:
     challenge = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
-    response = solve(challenge)
+    response = solve_pow(challenge)
 
     results = await asyncio.gather(
         consume(pool, tenant, challenge["challenge"], response),
@@ -97,7 +83,7 @@ async def test_a_solution_consumed_in_a_rolled_back_transaction_can_be_used_agai
     pool: asyncpg.Pool, tenant: Tenant
 ) -> None:
     challenge = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
-    response = solve(challenge)
+    response = solve_pow(challenge)
 
     class Refused(Exception):
         pass
@@ -116,7 +102,7 @@ async def test_release_solution_frees_a_used_solution_for_another_attempt(
     pool: asyncpg.Pool, tenant: Tenant
 ) -> None:
     challenge = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
-    response = solve(challenge)
+    response = solve_pow(challenge)
     await consume(pool, tenant, challenge["challenge"], response)
 
     await captcha.release_solution(pool, challenge["challenge"])
@@ -133,7 +119,7 @@ async def test_a_solution_sent_with_another_challenge_identifier_fails(
     other = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
 
     with pytest.raises(CaptchaFailed, match="does not match"):
-        await consume(pool, tenant, other["challenge"], solve(challenge))
+        await consume(pool, tenant, other["challenge"], solve_pow(challenge))
 
     assert (
         await pool.fetchval(
@@ -168,7 +154,7 @@ async def test_a_garbage_payload_fails_with_captcha_failed(
 
 async def test_a_payload_with_a_tampered_number_fails(pool: asyncpg.Pool, tenant: Tenant) -> None:
     challenge = captcha.new_challenge(tenant, max_number=MAX_NUMBER)
-    response = solve(challenge)
+    response = solve_pow(challenge)
     number = json.loads(base64.b64decode(response))["number"]
 
     with pytest.raises(CaptchaFailed):
@@ -182,7 +168,7 @@ async def test_a_payload_with_a_forged_signature_fails(pool: asyncpg.Pool, tenan
 
     with pytest.raises(CaptchaFailed):
         await consume(
-            pool, tenant, challenge["challenge"], tampered(solve(challenge), signature="0" * 64)
+            pool, tenant, challenge["challenge"], tampered(solve_pow(challenge), signature="0" * 64)
         )
 
 
@@ -193,7 +179,7 @@ async def test_a_challenge_signed_for_another_tenant_fails(
     challenge = captcha.new_challenge(other, max_number=MAX_NUMBER)
 
     with pytest.raises(CaptchaFailed):
-        await consume(pool, tenant, challenge["challenge"], solve(challenge))
+        await consume(pool, tenant, challenge["challenge"], solve_pow(challenge))
 
 
 async def test_an_expired_challenge_fails(pool: asyncpg.Pool, tenant: Tenant) -> None:
@@ -211,4 +197,4 @@ async def test_an_expired_challenge_fails(pool: asyncpg.Pool, tenant: Tenant) ->
     }
 
     with pytest.raises(CaptchaFailed, match="expired"):
-        await consume(pool, tenant, challenge["challenge"], solve(challenge))
+        await consume(pool, tenant, challenge["challenge"], solve_pow(challenge))
