@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench clean
+.PHONY: help venv services test run lint fmt bench clean messages
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -55,3 +55,7 @@ bench: venv services ## run every bench/*.py
 clean: ## remove .venv, var/ and caches
 	rm -rf $(VENV) var .pytest_cache .ruff_cache build dist *.egg-info
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+messages: venv ## re-extract translatable messages into service/locales/messages.pot
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --omit-header \
+		-o service/locales/messages.pot .

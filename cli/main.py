@@ -188,6 +188,15 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    async def action(pool):
+        return await tenants.revoke_access_token(pool, args.token_id)
+
+    if not asyncio.run(_with_pool(settings, action)):
+        sys.exit(f"no live token with id {args.token_id}")
+    print(json.dumps({"id": str(args.token_id), "revoked": True}))
+
+
 def cmd_keys_generate(_settings: Settings, _args: argparse.Namespace) -> None:
     public, private = generate_key_pair()
     print(f"REGISTRAR_SEAL_PUBLIC_KEY={public}")
@@ -252,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", type=_uuid, required=True)
     p.add_argument("--scope", action="append", choices=["users:invite"])
     p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("revoke", help="revoke a bearer token by its id")
+    p.add_argument("token_id", type=_uuid, metavar="TOKEN_ID")
+    p.set_defaults(func=cmd_token_revoke)
 
     keys = sub.add_parser("keys", help="sealing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("generate", help="print a new key pair").set_defaults(func=cmd_keys_generate)
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = Settings()
     logs.configure(settings.log_level)
-    if getattr(args, "command", None) == "token" and not args.scope:
+    if getattr(args, "action", None) == "create" and args.command == "token" and not args.scope:
         args.scope = ["users:invite"]
     args.func(settings, args)
 

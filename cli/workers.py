@@ -5,30 +5,29 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from functools import partial
 
+import asyncpg
 from argon2 import PasswordHasher, Type
 
 from service import amqp, db
 from service.sealing import derive_secret
 from service.settings import Settings
-from workers import mailer, outbox, registration
+from workers import invitation, mailer, outbox, registration
 from workers.runner import Consumer
 from workers.smtp import SmtpConfig, SmtpSender
 
 log = logging.getLogger(__name__)
 WORKERS = ("registration", "invitation", "mailer", "outbox")
-IMPLEMENTED = ("registration", "mailer", "outbox")
 
 
 def resolve_names(names: list[str]) -> list[str]:
-    """Expand `all` and reject unknown or not-yet-built workers with a clear message."""
-    wanted = list(IMPLEMENTED) if "all" in names else list(dict.fromkeys(names))
+    """Expand `all` and reject unknown workers with a clear message."""
+    wanted = list(WORKERS) if "all" in names else list(dict.fromkeys(names))
     for name in wanted:
         if name not in WORKERS:
             raise SystemExit(f"unknown worker {name!r}; choose from {', '.join(WORKERS)} or all")
-        if name not in IMPLEMENTED:
-            raise SystemExit(f"the {name} worker is not available in this version yet")
     return wanted
 
 
@@ -41,13 +40,82 @@ def password_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Worker-only secrets, all derived from the sealing private key."""
+
+    private_key: str
+    activation: bytes
+    invitation: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        if settings.seal_private_key is None:
+            raise SystemExit(
+                "REGISTRAR_SEAL_PRIVATE_KEY is not set (see `registrar keys generate`)"
+            )
+        private_key = settings.seal_private_key.get_secret_value()
+        return cls(
+            private_key=private_key,
+            activation=derive_secret(private_key, "activation-token"),
+            invitation=derive_secret(private_key, "invitation-token"),
+        )
+
+
+def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) -> dict:
+    return {
+        "register.requested": partial(
+            registration.register_user,
+            pool=pool,
+            hasher=password_hasher(settings),
+            private_key=keys.private_key,
+            token_key=keys.activation,
+            token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
+        ),
+        "activation.requested": partial(registration.activate_user, pool=pool),
+    }
+
+
+def invitation_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) -> dict:
+    return {
+        "invite.requested": partial(
+            invitation.invite_user,
+            pool=pool,
+            token_key=keys.invitation,
+            ttl=dt.timedelta(hours=settings.invitation_ttl_h),
+        ),
+        "invitation.accept.requested": partial(
+            invitation.accept_invitation,
+            pool=pool,
+            hasher=password_hasher(settings),
+            private_key=keys.private_key,
+        ),
+    }
+
+
+def mailer_handlers(
+    settings: Settings, pool: asyncpg.Pool, keys: Keys, sender: mailer.Sender
+) -> dict:
+    mail_settings = mailer.MailSettings(
+        activation_key=keys.activation,
+        invitation_key=keys.invitation,
+        mail_from=settings.mail_from,
+        public_url=settings.public_url,
+        activation_valid_hours=int(settings.activation_token_ttl_h),
+    )
+    return {
+        "email.requested": partial(
+            mailer.send_email, pool=pool, sender=sender, settings=mail_settings
+        )
+    }
+
+
 async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event) -> None:
     """Run the named workers in this process until `stop` is set, then drain and close."""
-    if settings.seal_private_key is None:
-        raise SystemExit("REGISTRAR_SEAL_PRIVATE_KEY is not set (see `registrar keys generate`)")
-    private_key = settings.seal_private_key.get_secret_value()
-    token_key = derive_secret(private_key, "activation-token")
+    keys = Keys.from_settings(settings)
     names = resolve_names(names)
+    if "mailer" in names and not settings.smtp_url:
+        raise SystemExit("REGISTRAR_SMTP_URL is not set; the mailer needs an SMTP server")
 
     pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_prefetch))
     connection = await amqp.connect(settings.amqp_url)
@@ -61,53 +129,21 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
 
-    consumers: list[Consumer] = []
-    tasks: list[asyncio.Task[None]] = []
-    smtp: SmtpSender | None = None
-    if "registration" in names:
-        consumers.append(
-            Consumer(
-                consume_channel,
-                amqp_names.queue("registration"),
-                {
-                    "register.requested": partial(
-                        registration.register_user,
-                        pool=pool,
-                        hasher=password_hasher(settings),
-                        private_key=private_key,
-                        token_key=token_key,
-                        token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
-                    ),
-                    "activation.requested": partial(registration.activate_user, pool=pool),
-                },
-            )
-        )
-    if "mailer" in names:
-        if not settings.smtp_url:
-            raise SystemExit("REGISTRAR_SMTP_URL is not set; the mailer needs an SMTP server")
-        smtp = SmtpSender(SmtpConfig.from_url(settings.smtp_url))
-        consumers.append(
-            Consumer(
-                consume_channel,
-                amqp_names.queue("mailer"),
-                {
-                    "email.requested": partial(
-                        mailer.send_email,
-                        pool=pool,
-                        sender=smtp,
-                        token_key=token_key,
-                        mail_from=settings.mail_from,
-                        valid_hours=int(settings.activation_token_ttl_h),
-                    ),
-                },
-            )
-        )
+    smtp = SmtpSender(SmtpConfig.from_url(settings.smtp_url)) if "mailer" in names else None
+    handlers = {
+        "registration": lambda: registration_handlers(settings, pool, keys),
+        "invitation": lambda: invitation_handlers(settings, pool, keys),
+        "mailer": lambda: mailer_handlers(settings, pool, keys, smtp),
+    }
+    consumers = [
+        Consumer(consume_channel, amqp_names.queue(name), handlers[name]())
+        for name in names
+        if name in handlers
+    ]
+    tasks = []
     if "outbox" in names:
-        tasks.append(
-            asyncio.create_task(
-                outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
-            )
-        )
+        relay = outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
+        tasks.append(asyncio.create_task(relay))
     for consumer in consumers:
         await consumer.start()
     log.info("workers running", extra={"workers": names})

@@ -42,6 +42,38 @@ class ActivationRequested(EventData):
     tenant_id: uuid.UUID
 
 
+class InviteRequested(EventData):
+    request_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    locale: str
+    name: str | None = None
+    role_id: uuid.UUID | None = None
+
+
+class InvitationAcceptRequested(EventData):
+    """Command from the gateway: the invitee submitted their data for this invitation."""
+
+    invitation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    sealed_password: str
+
+
+class InvitationSent(EventData):
+    invitation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    locale: str
+    expires_at: datetime
+
+
+class InvitationAccepted(EventData):
+    invitation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+
+
 class UserRegistered(EventData):
     user_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -69,17 +101,20 @@ class RegistrationRejected(EventData):
 
 
 class EmailRequested(EventData):
-    """Command to the mailer. Carries no secret: an activation token is re-derived by the
-    mailer from `activation_token_id` under the workers' secret (SPEC §5)."""
+    """Command to the mailer. Carries no secret: an activation or invitation token is
+    re-derived by the mailer from the row id under the workers' secret (SPEC §5)."""
 
     email_id: uuid.UUID
     tenant_id: uuid.UUID
-    kind: Literal["activation"]
+    kind: Literal["activation", "invitation"]
     to: str
     locale: str
-    user_name: str
+    user_name: str = ""
+    name: str | None = None
     activation_url: str | None = None
     activation_token_id: uuid.UUID | None = None
+    invitation_id: uuid.UUID | None = None
+    expires_at: datetime | None = None
 
 
 class EmailDelivered(EventData):
@@ -98,6 +133,13 @@ class EmailFailed(EmailDelivered):
 EVENTS: dict[str, tuple[str, type[EventData]]] = {
     "register.requested": ("registrar.register.requested.v1", RegisterRequested),
     "activation.requested": ("registrar.activation.requested.v1", ActivationRequested),
+    "invite.requested": ("registrar.invite.requested.v1", InviteRequested),
+    "invitation.accept.requested": (
+        "registrar.invitation.accept.requested.v1",
+        InvitationAcceptRequested,
+    ),
+    "invitation.sent": ("registrar.invitation.sent.v1", InvitationSent),
+    "invitation.accepted": ("registrar.invitation.accepted.v1", InvitationAccepted),
     "user.registered": ("registrar.user.registered.v1", UserRegistered),
     "user.activated": ("registrar.user.activated.v1", UserActivated),
     "registration.rejected": ("registrar.registration.rejected.v1", RegistrationRejected),

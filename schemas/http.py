@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
+from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -14,6 +15,31 @@ from pydantic.alias_generators import to_camel
 USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 ACTIVATION_PLACEHOLDER = "{activationToken}"
+
+
+LOCALE_SHAPE = re.compile(r"^(?P<language>[a-z]{2})(?:_(?P<territory>[A-Z]{2}))?$")
+NAME_MAX = 200
+
+
+def is_valid_locale(value: str) -> bool:
+    """ISO 639-1 language, optionally `_` and an ISO 3166-1 alpha-2 country (per Babel)."""
+    match = LOCALE_SHAPE.fullmatch(value)
+    if match is None:
+        return False
+    names = Locale("en")
+    territory = match["territory"]
+    return match["language"] in names.languages and (
+        territory is None or (territory in names.territories and territory != "ZZ")
+    )
+
+
+def check_password(value: str) -> str:
+    """The password policy: 8-128 characters, not only whitespace."""
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise ValueError(f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long")
+    if not value.strip():
+        raise ValueError("must not be only whitespace")
+    return value
 
 
 def normalize_email(value: str) -> str:
@@ -55,11 +81,7 @@ class RegisterRequest(_Input):
     @field_validator("password")
     @classmethod
     def _password_policy(cls, value: str) -> str:
-        if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-            raise ValueError(f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long")
-        if not value.strip():
-            raise ValueError("must not be only whitespace")
-        return value
+        return check_password(value)
 
     @field_validator("activation_url")
     @classmethod
@@ -70,6 +92,58 @@ class RegisterRequest(_Input):
 
     @model_validator(mode="after")
     def _passwords_match(self) -> RegisterRequest:
+        if self.password != self.confirm_password:
+            raise ValueError("password and confirmPassword differ")
+        return self
+
+
+class InviteRegisterRequest(_Input):
+    """Body of POST /api/v1/organization/users/register (Blynk)."""
+
+    email: str
+    locale: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_locale(value):
+            raise ValueError("must be an ISO 639-1 language, optionally _ and a country")
+        return value
+
+
+class InviteRequest(InviteRegisterRequest):
+    """Body of POST /api/v1/organization/users/invite: the same, with prefilled data."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    role_id: uuid.UUID | None = Field(default=None, strict=False)
+
+
+class AcceptInvitation(_Input):
+    """What the invitee enters: JSON to the API, or the hosted page's form fields."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    password: str = Field(repr=False)
+    confirm_password: str = Field(repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("password")
+    @classmethod
+    def _password_policy(cls, value: str) -> str:
+        return check_password(value)
+
+    @model_validator(mode="after")
+    def _passwords_match(self) -> AcceptInvitation:
         if self.password != self.confirm_password:
             raise ValueError("password and confirmPassword differ")
         return self

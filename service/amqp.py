@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # queue role -> routing keys it consumes. Each role gets `{prefix}.{role}` and a DLQ.
 QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
     "registration": ("register.requested", "activation.requested"),
+    "invitation": ("invite.requested", "invitation.accept.requested"),
     "mailer": ("email.requested",),
 }
 DELIVERY_LIMIT = 5

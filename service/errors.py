@@ -56,6 +56,14 @@ class NotFound(ApiError):
     status, slug, title = 404, "not-found", "Not found"
 
 
+class Gone(ApiError):
+    status, slug, title = 410, "gone", "No longer available"
+
+
+class InvitationGone(Gone):
+    slug, title = "invitation-gone", "The invitation was used, revoked or has expired"
+
+
 class Conflict(ApiError):
     status, slug, title = 409, "conflict", "Conflict"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from babel.core import negotiate_locale
 
-SUPPORTED = ("en", "de", "fr", "es", "hr")
+from service.i18n import SHIPPED
+
+SUPPORTED = SHIPPED  # every locale we have translations for
 
 
 def parse_accept_language(header: str | None) -> list[str]:

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     confirm_timeout_s: float = 5.0
 
     activation_token_ttl_h: float = 48.0
+    invitation_ttl_h: float = 7 * 24.0
     captcha_max_number: int = Field(default=50_000, ge=1000)
     # argon2id, OWASP defaults: m=19 MiB, t=2, p=1.
     argon2_memory_kib: int = 19 * 1024

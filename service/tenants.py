@@ -108,3 +108,45 @@ async def create_access_token(
         scopes,
     )
     return token_id, token
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    id: uuid.UUID
+    tenant: Tenant
+    scopes: frozenset[str]
+
+
+async def find_access_token(pool: asyncpg.Pool, token: str) -> AccessToken | None:
+    """The unrevoked bearer token `token` with its tenant, or None (lookup by hash)."""
+    row = await pool.fetchrow(
+        """
+        SELECT a.id AS token_id, a.scopes, t.*
+          FROM access_tokens a JOIN tenants t ON t.id = a.tenant_id
+         WHERE a.token_hash = $1 AND a.revoked_at IS NULL AND t.api_key_revoked_at IS NULL
+        """,
+        tokens.hash_secret(token),
+    )
+    if row is None:
+        return None
+    return AccessToken(
+        id=row["token_id"], tenant=Tenant.from_row(row), scopes=frozenset(row["scopes"])
+    )
+
+
+async def revoke_access_token(pool: asyncpg.Pool, token_id: uuid.UUID) -> bool:
+    """Revoke a bearer token by id; False when there is no such live token."""
+    revoked = await pool.fetchval(
+        "UPDATE access_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL "
+        "RETURNING true",
+        token_id,
+    )
+    return bool(revoked)
+
+
+async def role_exists(pool: asyncpg.Pool, *, tenant_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT true FROM roles WHERE id = $1 AND tenant_id = $2", role_id, tenant_id
+        )
+    )

@@ -22,8 +22,10 @@ SELECT u.*,
 """
 
 
-def links_for(api_key: str, request_id: uuid.UUID | None) -> dict[str, Link]:
-    """HAL links of a self-registered user."""
+def links_for(api_key: str | None, request_id: uuid.UUID | None) -> dict[str, Link]:
+    """HAL links of a self-registered user (none without the tenant's API key at hand)."""
+    if api_key is None:
+        return {}
     links = {
         "activate": Link(href=f"/{api_key}/register/activate/{{activationToken}}", templated=True)
     }
@@ -37,7 +39,7 @@ async def fetch_user(
     *,
     user_id: uuid.UUID,
     tenant_id: uuid.UUID,
-    api_key: str,
+    api_key: str | None,
 ) -> User | None:
     """The user representation, or None when no such user exists in the tenant."""
     row = await conn.fetchrow(USER_QUERY, user_id, tenant_id)

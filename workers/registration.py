@@ -24,22 +24,11 @@ from service import tokens
 from service.outbox import add_event
 from service.outcomes import announce
 from service.sealing import UnsealError, unseal
+from workers.dedup import first_delivery
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
 UNIQUE_REASONS = {"users_tenant_email": "email_taken", "users_tenant_user_name": "username_taken"}
-
-
-async def first_delivery(conn: asyncpg.Connection, event: CloudEvent) -> bool:
-    """Record the event id for this consumer; False when it was applied before."""
-    return bool(
-        await conn.fetchval(
-            "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) "
-            "ON CONFLICT DO NOTHING RETURNING true",
-            CONSUMER,
-            event.id,
-        )
-    )
 
 
 async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str) -> None:
@@ -130,7 +119,7 @@ async def register_user(
     del password
 
     async with pool.acquire() as conn, conn.transaction():
-        if not await first_delivery(conn, event):
+        if not await first_delivery(conn, event, consumer=CONSUMER):
             return
         locked = await conn.fetchval(
             "SELECT status FROM registration_requests WHERE id = $1 FOR UPDATE", data.request_id
@@ -204,7 +193,7 @@ async def activate_user(
 ) -> None:
     """Consume the token once; approve its user and publish UserActivated."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await first_delivery(conn, event):
+        if not await first_delivery(conn, event, consumer=CONSUMER):
             return
         user_id = await conn.fetchval(
             """

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service import amqp, db
-from service.gateway import activation, health, register
+from service.gateway import accept, activation, health, invite, register
 from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.middleware import problem_middleware
 from service.outcomes import OutcomeWaiter
@@ -55,4 +55,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)
     app.router.add_put("/{apiKey}/register/activate/{activationToken}", activation.activate)
     app.router.add_get("/{apiKey}/captcha/challenge", health.captcha_challenge)
+    app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
+    app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)
+    app.router.add_get("/invitations/{token}", accept.show_form)
+    app.router.add_post("/invitations/{token}", accept.accept_form)
+    app.router.add_post("/api/v1/invitations/{token}/accept", accept.accept_api)
     return app

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import tenants
-from service.errors import RateLimited, Unauthorized
+from service.errors import Forbidden, RateLimited, Unauthorized
 from service.gateway.keys import LIMITER, POOL
-from service.tenants import Tenant
+from service.tenants import AccessToken, Tenant
+
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="registrar"'}
 
 
 def enforce_rate_limit(request: web.Request) -> None:
@@ -23,3 +25,16 @@ async def tenant_from_path(request: web.Request) -> Tenant:
     if tenant is None:
         raise Unauthorized("unknown or revoked API key")
     return tenant
+
+
+async def bearer_token(request: web.Request, *, scope: str) -> AccessToken:
+    """The caller's bearer token: 401 when missing, unknown or revoked; 403 without `scope`."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("a bearer token is required", headers=BEARER_CHALLENGE)
+    token = await tenants.find_access_token(request.app[POOL], credentials.strip())
+    if token is None:
+        raise Unauthorized("unknown or revoked token", headers=BEARER_CHALLENGE)
+    if scope not in token.scopes:
+        raise Forbidden(f"the token lacks the {scope} scope")
+    return token

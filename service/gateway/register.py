@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import uuid
 
 from aiohttp import web
@@ -25,6 +22,7 @@ from service.errors import (
 )
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
 from service.gateway.body import read_json_object, validate
+from service.gateway.idempotency import fingerprint, same_body
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.prefer import parse_prefer
 from service.locales import best_locale
@@ -34,13 +32,6 @@ from service.tenants import Tenant
 
 RETRY_AFTER_S = "5"
 REJECTION_ERRORS = {"email_taken": EmailTaken, "username_taken": UserNameTaken}
-
-
-def fingerprint(tenant: Tenant, body: dict[str, object]) -> bytes:
-    """Identifies a body for Idempotency-Key checks. Keyed with the tenant secret, so the
-    stored value cannot be used to test password guesses without that secret."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(tenant.secret, canonical, hashlib.sha256).digest()
 
 
 def status_url(request: web.Request, request_id: uuid.UUID) -> str:
@@ -115,7 +106,7 @@ async def record_request(
     if key is not None:
         existing = await registrations.find_by_idempotency_key(pool, tenant_id=tenant.id, key=key)
         if existing is not None:
-            if not hmac.compare_digest(existing.body_fingerprint, print_):
+            if not same_body(existing.body_fingerprint, print_):
                 raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
             return existing.id, False
     request_id = uuid.uuid4()

@@ -159,3 +159,11 @@ async def next_event(queue: aio_pika.abc.AbstractQueue, routing_key: str, *, tim
         if message.routing_key == routing_key:
             return message
     raise AssertionError(f"no {routing_key} event arrived")
+
+
+@pytest.fixture(scope="session")
+def org(service: Service) -> dict:
+    """A tenant with a users:invite bearer token, as an organization would hold."""
+    tenant = service.cli("tenant", "create", "Acme Org", "--default-locale", "en")
+    token = service.cli("token", "create", "--tenant", tenant["id"], "--scope", "users:invite")
+    return {**tenant, "token": token["token"], "tokenId": token["id"]}

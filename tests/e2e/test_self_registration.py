@@ -83,7 +83,8 @@ async def test_registration_returns_user_sends_activation_mail_and_activates(
     assert event["data"]["userId"] == user["id"] and event["data"]["source"] == "self"
 
     mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
-    assert mail["Subject"] == "Activate your account"
+    assert mail["Subject"] == "Aktivieren Sie Ihr Konto"  # Accept-Language de-AT -> de
+    assert mail["Content-Language"] == "de"
     token = activation_token_in(mail)
 
     activate = f"{service.base_url}/{tenant['apiKey']}/register/activate/{token}"
