@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cli.devmail import mailbox_page, start_mailbox
 from cli.workers import WORKERS, run_workers
-from service import db, logs, tenants
+from service import amqp, db, deadletters, logs, tenants
 from service.gateway.app import create_app
 from service.sealing import generate_key_pair
 from service.settings import Settings
@@ -152,6 +152,7 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
             activation_url_prefixes=args.activation_url_prefix or [],
             duplicates=args.duplicates,
             default_locale=args.default_locale,
+            mail_from=args.mail_from,
         )
 
     tenant, api_key = asyncio.run(_with_pool(settings, action))
@@ -166,6 +167,7 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
                 "activationUrlPrefixes": list(tenant.activation_url_prefixes),
                 "duplicates": tenant.duplicates,
                 "defaultLocale": tenant.default_locale,
+                "mailFrom": tenant.mail_from,
             }
         )
     )
@@ -195,6 +197,50 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> None:
     if not asyncio.run(_with_pool(settings, action)):
         sys.exit(f"no live token with id {args.token_id}")
     print(json.dumps({"id": str(args.token_id), "revoked": True}))
+
+
+async def _with_broker(settings: Settings, action):
+    connection = await amqp.connect(settings.amqp_url)
+    try:
+        names = amqp.Names(settings.amqp_prefix)
+        publisher = await amqp.open_publisher(
+            connection,
+            names,
+            max_length=settings.queue_max_length,
+            timeout=settings.confirm_timeout_s,
+            retry_delays=settings.retry_delays_s,
+        )
+        return await action(connection, publisher, names)
+    finally:
+        await connection.close()
+
+
+def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> None:
+    async def action(connection, _publisher, names):
+        return await deadletters.list_dead_letters(connection, names, peek=args.peek)
+
+    for queue in asyncio.run(_with_broker(settings, action)):
+        print(
+            json.dumps(
+                {
+                    "queue": queue.queue,
+                    "worker": queue.role,
+                    "messages": queue.messages,
+                    "sample": [vars(m) for m in queue.sample],
+                }
+            )
+        )
+
+
+def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> None:
+    async def action(connection, publisher, names):
+        try:
+            return await deadletters.replay(connection, publisher, names, args.queue)
+        except ValueError as exc:
+            sys.exit(str(exc))
+
+    moved = asyncio.run(_with_broker(settings, action))
+    print(json.dumps({"queue": args.queue, "replayed": moved}))
 
 
 def cmd_keys_generate(_settings: Settings, _args: argparse.Namespace) -> None:
@@ -252,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-url-prefix", action="append", metavar="URL")
     p.add_argument("--duplicates", choices=["conflict", "silent"], default="conflict")
     p.add_argument("--default-locale", type=_locale, default="en")
+    p.add_argument("--mail-from", metavar="ADDRESS", help="From: of this tenant's email")
     p.set_defaults(func=cmd_tenant_create)
 
     token = sub.add_parser("token", help="manage bearer tokens").add_subparsers(
@@ -264,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", help="revoke a bearer token by its id")
     p.add_argument("token_id", type=_uuid, metavar="TOKEN_ID")
     p.set_defaults(func=cmd_token_revoke)
+
+    dlq = sub.add_parser("dlq", help="dead-lettered messages").add_subparsers(
+        dest="action", required=True
+    )
+    p = dlq.add_parser("list", help="count (and peek at) each dead-letter queue")
+    p.add_argument("--peek", type=int, default=5, help="show up to N messages per queue")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser("replay", help="move a dead-letter queue's messages back to work")
+    p.add_argument("queue", metavar="QUEUE", help="registration, invitation or mailer")
+    p.set_defaults(func=cmd_dlq_replay)
 
     keys = sub.add_parser("keys", help="sealing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("generate", help="print a new key pair").set_defaults(func=cmd_keys_generate)

@@ -14,9 +14,9 @@ from argon2 import PasswordHasher, Type
 from service import amqp, db
 from service.sealing import derive_secret
 from service.settings import Settings
-from workers import invitation, mailer, outbox, registration
-from workers.runner import Consumer
-from workers.smtp import SmtpConfig, SmtpSender
+from workers import activation, invitation, mailer, outbox, registration
+from workers.runner import Consumer, RetryPolicy
+from workers.smtp import SmtpConfig, SmtpPool
 
 log = logging.getLogger(__name__)
 WORKERS = ("registration", "invitation", "mailer", "outbox")
@@ -72,7 +72,13 @@ def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) ->
             token_key=keys.activation,
             token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
         ),
-        "activation.requested": partial(registration.activate_user, pool=pool),
+        "activation.requested": partial(activation.activate_user, pool=pool),
+        "activation.resend.requested": partial(
+            activation.resend_activation,
+            pool=pool,
+            token_key=keys.activation,
+            ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
+        ),
     }
 
 
@@ -125,18 +131,35 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
         amqp_names,
         max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
+        retry_delays=settings.retry_delays_s,
     )
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
 
-    smtp = SmtpSender(SmtpConfig.from_url(settings.smtp_url)) if "mailer" in names else None
+    smtp = (
+        SmtpPool(SmtpConfig.from_url(settings.smtp_url), size=settings.smtp_pool_size)
+        if "mailer" in names
+        else None
+    )
     handlers = {
         "registration": lambda: registration_handlers(settings, pool, keys),
         "invitation": lambda: invitation_handlers(settings, pool, keys),
         "mailer": lambda: mailer_handlers(settings, pool, keys, smtp),
     }
+    dead_letter_hooks = {
+        "mailer": {"email.requested": partial(mailer.record_failure, pool=pool)},
+    }
     consumers = [
-        Consumer(consume_channel, amqp_names.queue(name), handlers[name]())
+        Consumer(
+            consume_channel,
+            amqp_names.queue(name),
+            handlers[name](),
+            retry=RetryPolicy(
+                publisher=publisher,
+                queues=tuple(amqp_names.retry_queue(name, d) for d in settings.retry_delays_s),
+            ),
+            on_dead_letter=dead_letter_hooks.get(name),
+        )
         for name in names
         if name in handlers
     ]

@@ -35,6 +35,14 @@ class RegisterRequested(EventData):
     sealed_password: str
 
 
+class ActivationResendRequested(EventData):
+    """Command from the gateway: mail a fresh activation link to this address, if it
+    belongs to a user still waiting for activation (the caller always gets 204)."""
+
+    tenant_id: uuid.UUID
+    email: str
+
+
 class ActivationRequested(EventData):
     """Command from the gateway: consume this activation token (identified by its row id)."""
 
@@ -106,7 +114,7 @@ class EmailRequested(EventData):
 
     email_id: uuid.UUID
     tenant_id: uuid.UUID
-    kind: Literal["activation", "invitation"]
+    kind: Literal["activation", "invitation", "duplicate", "welcome"]
     to: str
     locale: str
     user_name: str = ""
@@ -115,6 +123,7 @@ class EmailRequested(EventData):
     activation_token_id: uuid.UUID | None = None
     invitation_id: uuid.UUID | None = None
     expires_at: datetime | None = None
+    user_created_at: datetime | None = None
 
 
 class EmailDelivered(EventData):
@@ -133,6 +142,10 @@ class EmailFailed(EmailDelivered):
 EVENTS: dict[str, tuple[str, type[EventData]]] = {
     "register.requested": ("registrar.register.requested.v1", RegisterRequested),
     "activation.requested": ("registrar.activation.requested.v1", ActivationRequested),
+    "activation.resend.requested": (
+        "registrar.activation.resend.requested.v1",
+        ActivationResendRequested,
+    ),
     "invite.requested": ("registrar.invite.requested.v1", InviteRequested),
     "invitation.accept.requested": (
         "registrar.invitation.accept.requested.v1",

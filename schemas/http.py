@@ -97,6 +97,17 @@ class RegisterRequest(_Input):
         return self
 
 
+class ResendRequest(_Input):
+    """Body of POST /{apiKey}/register/resend."""
+
+    email: str
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+
 class InviteRegisterRequest(_Input):
     """Body of POST /api/v1/organization/users/register (Blynk)."""
 

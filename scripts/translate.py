@@ -20,7 +20,9 @@ LOCALES = Path(__file__).resolve().parent.parent / "service" / "locales"
 def main(lang: str, translations_file: str) -> None:
     template = read_po((LOCALES / "messages.pot").open("rb"))
     po_path = LOCALES / lang / "LC_MESSAGES" / "messages.po"
-    existing = read_po(po_path.open("rb"), locale=lang) if po_path.exists() else Catalog(locale=lang)
+    existing = (
+        read_po(po_path.open("rb"), locale=lang) if po_path.exists() else Catalog(locale=lang)
+    )
     given = json.loads(Path(translations_file).read_text(encoding="utf-8"))
     catalog = Catalog(locale=lang, project="registrar", fuzzy=False)
     for message in template:
@@ -33,7 +35,7 @@ def main(lang: str, translations_file: str) -> None:
     with po_path.open("wb") as out:
         write_po(out, catalog, omit_header=False, sort_output=True, width=100)
     missing = [m.id for m in catalog if m.id and not m.string]
-    print(f"{lang}: {len(catalog) - 1} messages, {len(missing)} untranslated")
+    print(f"{lang}: {len(catalog)} messages, {len(missing)} untranslated")
 
 
 if __name__ == "__main__":

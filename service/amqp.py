@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # queue role -> routing keys it consumes. Each role gets `{prefix}.{role}` and a DLQ.
 QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "registration": ("register.requested", "activation.requested"),
+    "registration": ("register.requested", "activation.requested", "activation.resend.requested"),
     "invitation": ("invite.requested", "invitation.accept.requested"),
     "mailer": ("email.requested",),
 }
@@ -51,6 +51,22 @@ class Names:
     def dead_letter_queue(self, role: str) -> str:
         return f"{self.prefix}.{role}.dlq"
 
+    def retry_queue(self, role: str, delay_s: float) -> str:
+        # The delay is in the name: a queue's TTL cannot change once it is declared.
+        return f"{self.prefix}.{role}.retry.{round(delay_s * 1000)}ms"
+
+    def all_queues(self, retry_delays: tuple[float, ...] = ()) -> list[str]:
+        """Every queue of this installation (for operators' tooling and test cleanup)."""
+        return [
+            name
+            for role in QUEUE_BINDINGS
+            for name in (
+                self.queue(role),
+                self.dead_letter_queue(role),
+                *(self.retry_queue(role, delay) for delay in retry_delays),
+            )
+        ]
+
 
 async def connect(url: str) -> AbstractRobustConnection:
     """A connection that reconnects and restores its channels by itself."""
@@ -58,9 +74,17 @@ async def connect(url: str) -> AbstractRobustConnection:
 
 
 async def declare_topology(
-    channel: AbstractChannel, names: Names, *, max_length: int
+    channel: AbstractChannel,
+    names: Names,
+    *,
+    max_length: int,
+    retry_delays: tuple[float, ...] = (),
 ) -> AbstractExchange:
-    """Declare exchanges, work queues with their dead-letter queues, and bindings."""
+    """Declare exchanges, work queues with their dead-letter and retry queues, bindings.
+
+    A retry queue holds a message for its TTL, then dead-letters it straight back into its
+    work queue (default exchange, routing key = queue name): a delay without a timer.
+    """
     events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(
         names.dead_letters, aio_pika.ExchangeType.TOPIC, durable=True
@@ -87,6 +111,16 @@ async def declare_topology(
         )
         for key in keys:
             await queue.bind(events, routing_key=key)
+        for delay in retry_delays:
+            await channel.declare_queue(
+                names.retry_queue(role, delay),
+                durable=True,
+                arguments={
+                    "x-message-ttl": round(delay * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue_name,
+                },
+            )
     return events
 
 
@@ -126,11 +160,27 @@ class Publisher:
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
+    async def send_to_queue(self, queue_name: str, message: aio_pika.Message) -> None:
+        """Put a message straight into one queue (default exchange), confirmed."""
+        try:
+            await self._channel.default_exchange.publish(
+                message, routing_key=queue_name, mandatory=True, timeout=self._timeout
+            )
+        except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
 
 async def open_publisher(
-    connection: AbstractRobustConnection, names: Names, *, max_length: int, timeout: float
+    connection: AbstractRobustConnection,
+    names: Names,
+    *,
+    max_length: int,
+    timeout: float,
+    retry_delays: tuple[float, ...] = (),
 ) -> Publisher:
     """A confirm-mode channel with the topology declared, wrapped in a Publisher."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    exchange = await declare_topology(channel, names, max_length=max_length)
+    exchange = await declare_topology(
+        channel, names, max_length=max_length, retry_delays=retry_delays
+    )
     return Publisher(channel, exchange, timeout=timeout)

@@ -27,7 +27,8 @@ def fallback_chain(locale: str | None, *, default: str | None = None) -> tuple[s
                 chain.append(tag)
     if BASE not in chain:
         chain.append(BASE)
-    return tuple(chain)
+    # English is complete by construction (msgids are English): nothing after it is used.
+    return tuple(chain[: chain.index(BASE) + 1])
 
 
 def catalogue_path(locale: str):
@@ -35,15 +36,21 @@ def catalogue_path(locale: str):
 
 
 @cache
-def _catalogue(locale: str) -> NullTranslations:
-    if locale == BASE:
-        return NullTranslations()
+def _compiled(locale: str) -> bytes:
+    """The locale's .po compiled to .mo bytes, once per process."""
     with catalogue_path(locale).open("rb") as po:
         catalog = read_po(po, locale=locale)
     buffer = io.BytesIO()
     write_mo(buffer, catalog)
-    buffer.seek(0)
-    return Translations(fp=buffer)
+    return buffer.getvalue()
+
+
+def _catalogue(locale: str) -> NullTranslations:
+    # A fresh object every time: add_fallback links objects together, so a shared,
+    # cached one would end up chained into every other locale's fallbacks.
+    if locale == BASE:
+        return NullTranslations()
+    return Translations(fp=io.BytesIO(_compiled(locale)))
 
 
 def translations(chain: tuple[str, ...]) -> NullTranslations:

@@ -63,6 +63,7 @@ async def decision_for(
     if row is None:
         return Decision(mine=False, decision=None, user_id=None)
     if row["decided_by"] == command_id:
+        # decision None: the invitation had expired when this command reached the worker.
         return Decision(mine=True, decision=row["decision"], user_id=row["user_id"])
     if row["status"] == "pending":
         return None

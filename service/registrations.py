@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,11 @@ class RequestRecord:
     body_fingerprint: bytes
     user_id: uuid.UUID | None
     reason: str | None
+    email: str | None = None
+    user_name: str | None = None
+    locale: str | None = None
+    shadow_user_id: uuid.UUID | None = None
+    decided_at: dt.datetime | None = None
 
 
 def _record(row: asyncpg.Record | None) -> RequestRecord | None:
@@ -29,6 +35,11 @@ def _record(row: asyncpg.Record | None) -> RequestRecord | None:
         body_fingerprint=bytes(row["body_fingerprint"]),
         user_id=row["user_id"],
         reason=row["reason"],
+        email=row["email"],
+        user_name=row["user_name"],
+        locale=row["locale"],
+        shadow_user_id=row["shadow_user_id"],
+        decided_at=row["decided_at"],
     )
 
 
@@ -61,12 +72,16 @@ async def insert_request(
     tenant_id: uuid.UUID,
     idempotency_key: str | None,
     fingerprint: bytes,
+    email: str,
+    user_name: str,
+    locale: str,
 ) -> bool:
     """Insert a pending request; False when the idempotency key was taken meanwhile."""
     inserted = await conn.fetchval(
         """
-        INSERT INTO registration_requests (id, tenant_id, idempotency_key, body_fingerprint)
-        VALUES ($1, $2, $3, $4)
+        INSERT INTO registration_requests
+               (id, tenant_id, idempotency_key, body_fingerprint, email, user_name, locale)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
         RETURNING true
         """,
@@ -74,6 +89,9 @@ async def insert_request(
         tenant_id,
         idempotency_key,
         fingerprint,
+        email,
+        user_name,
+        locale,
     )
     return bool(inserted)
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
 
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)
+    # Pauses before each retry of a failed message (then it is dead-lettered).
+    retry_delays_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    smtp_pool_size: int = Field(default=3, ge=1, le=50)
     metrics_port: int | None = None
     log_level: str = "INFO"
 

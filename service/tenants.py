@@ -24,6 +24,7 @@ class Tenant:
     duplicates: DuplicatesMode
     default_locale: str
     secret: bytes
+    mail_from: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Tenant:
@@ -36,6 +37,7 @@ class Tenant:
             duplicates=row["duplicates"],
             default_locale=row["default_locale"],
             secret=bytes(row["secret"]),
+            mail_from=row["mail_from"],
         )
 
     def allows_activation_url(self, url: str) -> bool:
@@ -52,6 +54,7 @@ async def create_tenant(
     activation_url_prefixes: list[str],
     duplicates: DuplicatesMode = "conflict",
     default_locale: str = "en",
+    mail_from: str | None = None,
 ) -> tuple[Tenant, str]:
     """Create a tenant with its default `User` role; returns it and its API key (shown once)."""
     api_key = tokens.new_secret()
@@ -59,8 +62,9 @@ async def create_tenant(
         row = await conn.fetchrow(
             """
             INSERT INTO tenants (id, name, api_key_hash, registration_enabled, captcha,
-                                 activation_url_prefixes, duplicates, default_locale, secret)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                 activation_url_prefixes, duplicates, default_locale, secret,
+                                 mail_from)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             RETURNING *
             """,
             uuid.uuid4(),
@@ -72,6 +76,7 @@ async def create_tenant(
             duplicates,
             default_locale,
             tokens.new_secret().encode(),
+            mail_from,
         )
         await conn.execute(
             "INSERT INTO roles (id, tenant_id, name, description) VALUES ($1, $2, 'User', $3)",

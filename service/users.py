@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -59,4 +60,39 @@ async def fetch_user(
         dashboard_settings=row["dashboard_settings"],
         locale=row["locale"],
         links=links_for(api_key, row["request_id"]),
+    )
+
+
+async def stand_in_user(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: uuid.UUID,
+    api_key: str,
+    request_id: uuid.UUID,
+    user_id: uuid.UUID,
+    user_name: str,
+    email: str,
+    locale: str,
+    created: dt.datetime,
+) -> User:
+    """What a new registration would have returned, for an address that is taken under
+    --duplicates silent: the caller must not be able to tell the two apart."""
+    role = await conn.fetchrow(
+        "SELECT id, name, description FROM roles WHERE tenant_id = $1 AND lower(name) = 'user'",
+        tenant_id,
+    )
+    return User(
+        id=user_id,
+        user_name=user_name,
+        email=email,
+        name="",
+        creation_date=created,
+        date_created=created,
+        date_updated=created,
+        is_approved=False,
+        is_locked_out=False,
+        roles=[Role(**dict(role))] if role else [],
+        dashboard_settings={},
+        locale=locale,
+        links=links_for(api_key, request_id),
     )

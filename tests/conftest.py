@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from service import db
-from service.amqp import QUEUE_BINDINGS, Names
+from service.amqp import Names
 from service.sealing import generate_key_pair
 from service.settings import Settings
 
@@ -88,13 +88,17 @@ async def amqp_connection(settings: Settings) -> AsyncIterator[aio_pika.abc.Abst
     await connection.close()
 
 
-async def drop_topology(connection: aio_pika.abc.AbstractConnection, prefix: str) -> None:
+async def drop_topology(
+    connection: aio_pika.abc.AbstractConnection,
+    prefix: str,
+    *,
+    retry_delays: tuple[float, ...] = Settings.model_fields["retry_delays_s"].default,
+) -> None:
     """Delete the exchanges and queues a test run declared under `prefix`."""
     names = Names(prefix)
     channel = await connection.channel()
-    for role in QUEUE_BINDINGS:
-        for queue in (names.queue(role), names.dead_letter_queue(role)):
-            await channel.queue_delete(queue)
+    for queue in names.all_queues(retry_delays):
+        await channel.queue_delete(queue)
     for exchange in (names.events, names.dead_letters):
         await channel.exchange_delete(exchange)
     await channel.close()

@@ -13,7 +13,6 @@ from argon2 import PasswordHasher
 
 from schemas.events import (
     CloudEvent,
-    EmailRequested,
     InvitationAccepted,
     InvitationAcceptRequested,
     InvitationSent,
@@ -26,6 +25,7 @@ from service.outbox import add_event
 from service.outcomes import announce
 from service.sealing import UnsealError, unseal
 from workers.dedup import first_delivery
+from workers.emails import request_email
 
 log = logging.getLogger(__name__)
 CONSUMER = "invitation"
@@ -47,6 +47,10 @@ async def invite_user(
             "SELECT true FROM invitations WHERE request_id = $1", data.request_id
         ):
             return  # the same request published again (idempotent retry)
+        if data.role_id is not None and not await conn.fetchval(
+            "SELECT true FROM roles WHERE id = $1 AND tenant_id = $2", data.role_id, data.tenant_id
+        ):
+            raise PermanentError("the role is not one of this tenant's")
         member = await conn.fetchval(
             "SELECT true FROM users WHERE tenant_id = $1 AND lower(email) = lower($2)",
             data.tenant_id,
@@ -90,13 +94,6 @@ async def invite_user(
             raise RetryableError("concurrent invitation for the same address") from exc
         except asyncpg.ForeignKeyViolationError as exc:
             raise PermanentError("the role no longer exists") from exc
-        email_id = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO emails (id, tenant_id, kind, recipient) VALUES ($1, $2, 'invitation', $3)",
-            email_id,
-            data.tenant_id,
-            data.email,
-        )
         await add_event(
             conn,
             InvitationSent(
@@ -108,18 +105,15 @@ async def invite_user(
             ),
             subject=str(invitation_id),
         )
-        await add_event(
+        await request_email(
             conn,
-            EmailRequested(
-                email_id=email_id,
-                tenant_id=data.tenant_id,
-                kind="invitation",
-                to=data.email,
-                locale=data.locale,
-                name=data.name,
-                invitation_id=invitation_id,
-                expires_at=expires_at,
-            ),
+            tenant_id=data.tenant_id,
+            kind="invitation",
+            to=data.email,
+            locale=data.locale,
+            name=data.name,
+            invitation_id=invitation_id,
+            expires_at=expires_at,
         )
     log.info("invitation created", extra={"invitation_id": str(invitation_id)})
 
@@ -174,6 +168,14 @@ async def accept_invitation(
             and invitation["expires_at"] > dt.datetime.now(dt.UTC)
         )
         if not usable:
+            if invitation is not None and invitation["status"] == "pending":
+                # Expired since the gateway looked: record that this command found it so,
+                # or the waiting caller could not tell "gone" from "still deciding".
+                await conn.execute(
+                    "UPDATE invitations SET decided_by = $2 WHERE id = $1",
+                    invitation["id"],
+                    event.id,
+                )
             await announce(conn, str(data.invitation_id))
             return
         try:
@@ -231,6 +233,15 @@ async def accept_invitation(
                 request_id=invitation["request_id"],
             ),
             subject=str(user["id"]),
+        )
+        await request_email(
+            conn,
+            tenant_id=data.tenant_id,
+            kind="welcome",
+            to=invitation["email"],
+            locale=invitation["locale"],
+            name=data.name,
+            user_created_at=user["created_at"],
         )
         await announce(conn, str(data.invitation_id))
     log.info("invitation accepted", extra={"invitation_id": str(data.invitation_id)})

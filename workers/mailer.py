@@ -3,6 +3,7 @@ language, and sends them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -13,7 +14,7 @@ import aiosmtplib
 import asyncpg
 from babel.dates import format_datetime
 
-from schemas.events import CloudEvent, EmailDelivered, EmailRequested
+from schemas.events import CloudEvent, EmailDelivered, EmailFailed, EmailRequested
 from service import i18n, tokens
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event
@@ -38,10 +39,12 @@ class MailSettings:
 
 @dataclass(frozen=True)
 class Recipient:
-    """The tenant side of an email: whose name it carries, whose default locale applies."""
+    """The tenant side of an email: whose name it carries, whose default locale applies,
+    and the sender address it uses (None: the installation's default)."""
 
     organization: str
     default_locale: str
+    mail_from: str | None = None
 
 
 def activation_link(data: EmailRequested, key: bytes) -> str:
@@ -72,13 +75,27 @@ def context_for(
             "valid_hours": settings.activation_valid_hours,
         }
     if data.kind == "invitation":
-        expires = data.expires_at
         return common | {
             "name": data.name,
             "invitation_link": invitation_link(data, settings.invitation_key, settings.public_url),
-            "expires": format_datetime(expires, "long", locale=locale) if expires else "",
+            "expires": _long_date(data.expires_at, locale),
+        }
+    if data.kind == "duplicate":
+        return common | {"user_name": data.user_name}
+    if data.kind == "welcome":
+        return common | {
+            "name": data.name or data.to,
+            "email": data.to,
+            "created": _long_date(data.user_created_at, locale),
         }
     raise PermanentError(f"unknown email kind {data.kind!r}")
+
+
+def _long_date(moment: dt.datetime | None, locale: str) -> str:
+    """A date and time as people of `locale` write it (UTC, named as such)."""
+    if moment is None:
+        return ""
+    return format_datetime(moment, "long", tzinfo=dt.UTC, locale=locale)
 
 
 def render(data: EmailRequested, *, recipient: Recipient, settings: MailSettings) -> EmailMessage:
@@ -88,7 +105,7 @@ def render(data: EmailRequested, *, recipient: Recipient, settings: MailSettings
     context = context_for(data, recipient, settings, chain[0])
     message = EmailMessage()
     message["Subject"] = env.get_template(f"{data.kind}.subject.txt").render(context).strip()
-    message["From"] = settings.mail_from
+    message["From"] = recipient.mail_from or settings.mail_from
     message["To"] = data.to
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(idstring=str(data.email_id), domain="registrar")
@@ -102,11 +119,13 @@ def render(data: EmailRequested, *, recipient: Recipient, settings: MailSettings
 
 async def load_recipient(pool: asyncpg.Pool, data: EmailRequested) -> Recipient:
     row = await pool.fetchrow(
-        "SELECT name, default_locale FROM tenants WHERE id = $1", data.tenant_id
+        "SELECT name, default_locale, mail_from FROM tenants WHERE id = $1", data.tenant_id
     )
     if row is None:
         raise PermanentError("the tenant no longer exists")
-    return Recipient(organization=row["name"], default_locale=row["default_locale"])
+    return Recipient(
+        organization=row["name"], default_locale=row["default_locale"], mail_from=row["mail_from"]
+    )
 
 
 async def send_email(
@@ -125,8 +144,14 @@ async def send_email(
     try:
         await sender.send(message)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        await pool.execute("UPDATE emails SET attempts = attempts + 1 WHERE id = $1", data.email_id)
-        raise RetryableError(f"SMTP: {exc}") from exc
+        await pool.execute(
+            "UPDATE emails SET attempts = attempts + 1, error = $2 WHERE id = $1",
+            data.email_id,
+            describe(exc),
+        )
+        if is_permanent(exc):
+            raise PermanentError(f"SMTP refused: {describe(exc)}") from exc
+        raise RetryableError(f"SMTP: {describe(exc)}") from exc
     async with pool.acquire() as conn, conn.transaction():
         attempts = await conn.fetchval(
             "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now() "
@@ -145,3 +170,44 @@ async def send_email(
             subject=str(data.email_id),
         )
     log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A 5xx reply: the server will refuse this message however often we try."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return all(500 <= r.code < 600 for r in exc.recipients)
+    code = getattr(exc, "code", None)
+    return isinstance(code, int) and 500 <= code < 600
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def record_failure(
+    event: CloudEvent, data: EmailRequested, *, pool: asyncpg.Pool, error: str
+) -> None:
+    """The email is given up on (refused, or retries exhausted): mark it and publish
+    email.failed. Called by the runner just before the message is dead-lettered."""
+    async with pool.acquire() as conn, conn.transaction():
+        attempts = await conn.fetchval(
+            "UPDATE emails SET status = 'failed', error = coalesce(error, $2) "
+            "WHERE id = $1 AND status <> 'sent' RETURNING attempts",
+            data.email_id,
+            error[:500],
+        )
+        if attempts is None:
+            return
+        await add_event(
+            conn,
+            EmailFailed(
+                email_id=data.email_id,
+                tenant_id=data.tenant_id,
+                kind=data.kind,
+                to=data.to,
+                attempts=attempts,
+                error=error[:500],
+            ),
+            subject=str(data.email_id),
+        )
+    log.warning("email failed", extra={"email_id": str(data.email_id), "kind": data.kind})

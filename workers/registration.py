@@ -1,5 +1,5 @@
-"""The registration worker: turns RegisterRequested into a user (or a rejection) and
-ActivationRequested into an approved user. Each decision commits with its outbox rows."""
+"""The registration worker: turns RegisterRequested into a user, or into a rejection.
+Each decision commits with its outbox rows."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ import asyncpg
 from argon2 import PasswordHasher
 
 from schemas.events import (
-    ActivationRequested,
     CloudEvent,
-    EmailRequested,
     RegisterRequested,
     RegistrationRejected,
-    UserActivated,
     UserRegistered,
 )
-from service import tokens
 from service.outbox import add_event
 from service.outcomes import announce
 from service.sealing import UnsealError, unseal
+from workers.activation import issue_activation_token
 from workers.dedup import first_delivery
+from workers.emails import request_email
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
@@ -32,11 +30,13 @@ UNIQUE_REASONS = {"users_tenant_email": "email_taken", "users_tenant_user_name":
 
 
 async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str) -> None:
+    # The stand-in id lets a --duplicates silent answer look like a new user's.
     await conn.execute(
-        "UPDATE registration_requests SET status = 'rejected', reason = $2, decided_at = now() "
-        "WHERE id = $1",
+        "UPDATE registration_requests SET status = 'rejected', reason = $2, decided_at = now(), "
+        "shadow_user_id = $3 WHERE id = $1",
         data.request_id,
         reason,
+        uuid.uuid4(),
     )
     await add_event(
         conn,
@@ -45,6 +45,29 @@ async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str
     )
     await announce(conn, str(data.request_id))
     log.info("registration rejected", extra={"request_id": str(data.request_id), "reason": reason})
+
+
+async def _notify_owner_if_silent(conn: asyncpg.Connection, data: RegisterRequested) -> None:
+    """Under --duplicates silent the owner of the address learns of the attempt by mail
+    (in their own language), instead of the requester learning that it exists."""
+    silent = await conn.fetchval(
+        "SELECT duplicates = 'silent' FROM tenants WHERE id = $1", data.tenant_id
+    )
+    owner = await conn.fetchrow(
+        "SELECT email, user_name, locale FROM users "
+        "WHERE tenant_id = $1 AND lower(email) = lower($2)",
+        data.tenant_id,
+        data.email,
+    )
+    if silent and owner is not None:
+        await request_email(
+            conn,
+            tenant_id=data.tenant_id,
+            kind="duplicate",
+            to=owner["email"],
+            locale=owner["locale"],
+            user_name=owner["user_name"],
+        )
 
 
 async def _insert_user(
@@ -76,22 +99,6 @@ async def _grant_default_role(
         tenant_id,
     )
     return ["User"] if rows else []
-
-
-async def _issue_activation_token(
-    conn: asyncpg.Connection, user_id: uuid.UUID, *, token_key: bytes, ttl: dt.timedelta
-) -> uuid.UUID:
-    token_id = uuid.uuid4()
-    token = tokens.derive_token(token_key, token_id)
-    await conn.execute(
-        "INSERT INTO activation_tokens (id, user_id, token_hash, expires_at) "
-        "VALUES ($1, $2, $3, now() + $4::interval)",
-        token_id,
-        user_id,
-        tokens.hash_secret(token),
-        ttl,
-    )
-    return token_id
 
 
 async def register_user(
@@ -133,12 +140,12 @@ async def register_user(
             async with conn.transaction():  # savepoint: a unique violation undoes only this
                 user = await _insert_user(conn, data, password_hash)
         except asyncpg.UniqueViolationError as exc:
-            await _reject(conn, data, UNIQUE_REASONS.get(exc.constraint_name or "", "email_taken"))
+            reason = UNIQUE_REASONS.get(exc.constraint_name or "", "email_taken")
+            await _reject(conn, data, reason)
+            if reason == "email_taken":
+                await _notify_owner_if_silent(conn, data)
             return
         roles = await _grant_default_role(conn, user["id"], data.tenant_id)
-        token_id = await _issue_activation_token(
-            conn, user["id"], token_key=token_key, ttl=token_ttl
-        )
         await conn.execute(
             "UPDATE registration_requests SET status = 'registered', user_id = $2, "
             "decided_at = now() WHERE id = $1",
@@ -162,58 +169,20 @@ async def register_user(
             ),
             subject=str(user["id"]),
         )
-        email_id = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO emails (id, tenant_id, kind, recipient) VALUES ($1, $2, 'activation', $3)",
-            email_id,
-            data.tenant_id,
-            data.email,
-        )
-        await add_event(
+        await issue_activation_token(
             conn,
-            EmailRequested(
-                email_id=email_id,
-                tenant_id=data.tenant_id,
-                kind="activation",
-                to=data.email,
-                locale=data.locale,
-                user_name=data.user_name,
-                activation_url=data.activation_url,
-                activation_token_id=token_id,
-            ),
+            {
+                **user,
+                "tenant_id": data.tenant_id,
+                "email": data.email,
+                "user_name": data.user_name,
+                "locale": data.locale,
+            },
+            activation_url=data.activation_url,
+            token_key=token_key,
+            ttl=token_ttl,
         )
         await announce(conn, str(data.request_id))
     log.info(
         "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
     )
-
-
-async def activate_user(
-    event: CloudEvent, data: ActivationRequested, *, pool: asyncpg.Pool
-) -> None:
-    """Consume the token once; approve its user and publish UserActivated."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await first_delivery(conn, event, consumer=CONSUMER):
-            return
-        user_id = await conn.fetchval(
-            """
-            UPDATE activation_tokens SET used_at = now(), used_by = $2
-             WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-            RETURNING user_id
-            """,
-            data.token_id,
-            event.id,
-        )
-        if user_id is not None:
-            activated_at = await conn.fetchval(
-                "UPDATE users SET is_approved = true, updated_at = now() "
-                "WHERE id = $1 AND tenant_id = $2 RETURNING updated_at",
-                user_id,
-                data.tenant_id,
-            )
-            await add_event(
-                conn,
-                UserActivated(user_id=user_id, tenant_id=data.tenant_id, activated_at=activated_at),
-                subject=str(user_id),
-            )
-        await announce(conn, str(data.token_id))

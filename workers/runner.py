@@ -1,9 +1,10 @@
 """Consuming a queue: one typed handler per routing key, message fate decided by exceptions.
 
 * handler returns          -> ack (its transaction has committed by then)
-* PermanentError / bad msg -> reject without requeue: the dead-letter queue
-* anything else            -> requeue after a growing pause; the quorum queue's
-                              delivery limit dead-letters a message that never succeeds
+* PermanentError / bad msg -> dead-letter queue (after the routing key's dead-letter hook)
+* anything else            -> a copy goes to the next retry queue (which returns it to the
+                              work queue after its delay) and the original is acked; with
+                              no retry left, the message is dead-lettered as above
 """
 
 from __future__ import annotations
@@ -11,37 +12,72 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
-from schemas.events import CloudEvent, parse
+from schemas.events import EVENTS, CloudEvent, parse
+from service.amqp import BrokerUnavailable, Publisher
 from service.errors import PermanentError
 from service.logs import correlation_id
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[CloudEvent, Any], Awaitable[None]]
-MAX_BACKOFF_S = 30.0
+# Called with (event, data, error=...) before a message is dead-lettered.
+DeadLetterHook = Callable[..., Awaitable[None]]
+RETRIES_HEADER = "x-registrar-retries"
 
 
-def backoff_seconds(message: AbstractIncomingMessage) -> float:
-    """1, 2, 4 ... seconds by how often the broker has delivered this message before."""
-    count = (message.headers or {}).get("x-delivery-count", 0)
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Where failed messages wait before their next attempt, in order."""
+
+    publisher: Publisher
+    queues: tuple[str, ...]
+
+
+def retries_of(message: AbstractIncomingMessage) -> int:
+    """How many times this message has already been retried."""
     try:
-        return min(2.0 ** min(int(count), 16), MAX_BACKOFF_S)
+        return max(0, int((message.headers or {}).get(RETRIES_HEADER, 0)))
     except (TypeError, ValueError):
-        return 1.0
+        return 0
+
+
+def retry_copy(message: AbstractIncomingMessage, retries: int) -> aio_pika.Message:
+    """The same message, persistent, counting one more retry."""
+    return aio_pika.Message(
+        body=message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        headers={**(message.headers or {}), RETRIES_HEADER: retries},
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 class Consumer:
     """Feeds one queue's messages to handlers; `stop()` drains what is in flight."""
 
-    def __init__(self, channel: AbstractChannel, queue_name: str, handlers: dict[str, Handler]):
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue_name: str,
+        handlers: dict[str, Handler],
+        *,
+        retry: RetryPolicy | None = None,
+        on_dead_letter: dict[str, DeadLetterHook] | None = None,
+    ):
         self._channel = channel
         self._queue_name = queue_name
         self._handlers = handlers
+        self._retry = retry
+        self._on_dead_letter = on_dead_letter or {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._queue = None
         self._tag: str | None = None
@@ -71,31 +107,72 @@ class Consumer:
                 self._in_flight.discard(task)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
-        routing_key = message.routing_key or ""
-        handler = self._handlers.get(routing_key)
         try:
-            if handler is None:
-                raise PermanentError(f"no handler for {routing_key!r}")
-            event, data = parse(routing_key, message.body)
+            # Not message.routing_key: a retried message returns through the default
+            # exchange under the queue's name. The CloudEvents type still says what it is.
+            event = CloudEvent.model_validate_json(message.body)
+            routing_key = self._routing_key_of(event)
+            _, data = parse(routing_key, message.body)
         except (PermanentError, ValueError, ValidationError) as exc:
             log.error("unprocessable message dead-lettered", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
         try:
-            await handler(event, data)
+            await self._handlers[routing_key](event, data)
         except PermanentError as exc:
-            log.error(
-                "message dead-lettered", extra={"routing_key": routing_key, "error": str(exc)}
-            )
-            await message.reject(requeue=False)
+            await self._dead_letter(message, event, data, routing_key, str(exc))
         except Exception as exc:
-            delay = backoff_seconds(message)
-            log.warning(
-                "handler failed, requeueing",
-                extra={"routing_key": routing_key, "error": repr(exc)[:500], "delay_s": delay},
-            )
-            await asyncio.sleep(delay)
-            await message.nack(requeue=True)
+            await self._retry_later(message, event, data, routing_key, exc)
         else:
             await message.ack()
             log.info("handled", extra={"routing_key": routing_key})
+
+    def _routing_key_of(self, event: CloudEvent) -> str:
+        for key in self._handlers:
+            if EVENTS[key][0] == event.type:
+                return key
+        raise PermanentError(f"no handler for {event.type!r}")
+
+    async def _retry_later(
+        self,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        data: Any,
+        routing_key: str,
+        exc: Exception,
+    ) -> None:
+        retries = retries_of(message)
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if self._retry is None or retries >= len(self._retry.queues):
+            await self._dead_letter(message, event, data, routing_key, f"gave up: {error}")
+            return
+        queue = self._retry.queues[retries]
+        try:
+            await self._retry.publisher.send_to_queue(queue, retry_copy(message, retries + 1))
+        except BrokerUnavailable:
+            await message.nack(requeue=True)  # could not park it: let the broker redeliver
+            return
+        await message.ack()
+        log.warning(
+            "handler failed, retrying later",
+            extra={"routing_key": routing_key, "error": error, "retry": retries + 1, "via": queue},
+        )
+
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        data: Any,
+        routing_key: str,
+        error: str,
+    ) -> None:
+        hook = self._on_dead_letter.get(routing_key)
+        if hook is not None:
+            try:
+                await hook(event, data, error=error)
+            except Exception:
+                log.exception("dead-letter hook failed; requeueing")
+                await message.nack(requeue=True)
+                return
+        log.error("message dead-lettered", extra={"routing_key": routing_key, "error": error})
+        await message.reject(requeue=False)

@@ -86,3 +86,25 @@ class SmtpSender:
             except (aiosmtplib.SMTPException, OSError):
                 self._client.close()
         self._client = None
+
+
+class SmtpPool:
+    """A few reused connections, so several emails go out at once without a new TCP and
+    TLS handshake (and login) per message."""
+
+    def __init__(self, config: SmtpConfig, *, size: int) -> None:
+        self._senders: asyncio.Queue[SmtpSender] = asyncio.Queue()
+        self._all = [SmtpSender(config) for _ in range(size)]
+        for sender in self._all:
+            self._senders.put_nowait(sender)
+
+    async def send(self, message: EmailMessage) -> None:
+        sender = await self._senders.get()
+        try:
+            await sender.send(message)
+        finally:
+            self._senders.put_nowait(sender)
+
+    async def close(self) -> None:
+        for sender in self._all:
+            await sender.close()

@@ -34,6 +34,7 @@ async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
         amqp.Names(settings.amqp_prefix),
         max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
+        retry_delays=settings.retry_delays_s,
     )
     yield
     await connection.close()
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/{apiKey}/register", register.register)
     app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)
     app.router.add_put("/{apiKey}/register/activate/{activationToken}", activation.activate)
+    app.router.add_post("/{apiKey}/register/resend", register.resend_activation)
     app.router.add_get("/{apiKey}/captcha/challenge", health.captcha_challenge)
     app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
     app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)

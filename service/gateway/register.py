@@ -6,8 +6,8 @@ import uuid
 
 from aiohttp import web
 
-from schemas.events import RegisterRequested, envelope
-from schemas.http import RegisterRequest, RequestStatus
+from schemas.events import ActivationResendRequested, RegisterRequested, envelope
+from schemas.http import RegisterRequest, RequestStatus, ResendRequest
 from service import captcha, registrations, users
 from service.amqp import BrokerUnavailable
 from service.errors import (
@@ -61,11 +61,33 @@ async def outcome_response(
         )
         if user is not None:
             return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
-    if record.status == "rejected" and tenant.duplicates == "conflict":
+    if record.status == "rejected":
+        if tenant.duplicates == "silent" and record.reason == "email_taken":
+            return await stand_in_response(request, tenant, record)
         error = REJECTION_ERRORS.get(record.reason or "", ValidationFailed)
         raise error(f"registration rejected: {record.reason}", requestId=str(record.id))
-    # Under --duplicates silent a rejection looks exactly like a request in progress.
     return None
+
+
+async def stand_in_response(
+    request: web.Request, tenant: Tenant, record: RequestRecord
+) -> web.Response | None:
+    """Under --duplicates silent, a taken address gets a new registration's answer (the
+    owner is mailed instead), so the endpoint cannot be used to probe addresses."""
+    if None in (record.shadow_user_id, record.email, record.user_name, record.decided_at):
+        return None
+    user = await users.stand_in_user(
+        request.app[POOL],
+        tenant_id=tenant.id,
+        api_key=request.match_info["apiKey"],
+        request_id=record.id,
+        user_id=record.shadow_user_id,
+        user_name=record.user_name,
+        email=record.email,
+        locale=record.locale or tenant.default_locale,
+        created=record.decided_at,
+    )
+    return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 async def await_outcome(
@@ -80,6 +102,10 @@ async def await_outcome(
     return await request.app[WAITER].wait_for(str(request_id), check, timeout=timeout)
 
 
+def locale_of(request: web.Request, tenant: Tenant) -> str:
+    return best_locale(request.headers.get("Accept-Language"), default=tenant.default_locale)
+
+
 async def publish_request(
     request: web.Request, tenant: Tenant, form: RegisterRequest, request_id: uuid.UUID
 ) -> None:
@@ -89,7 +115,7 @@ async def publish_request(
         tenant_id=tenant.id,
         email=form.email,
         user_name=form.user_name,
-        locale=best_locale(request.headers.get("Accept-Language"), default=tenant.default_locale),
+        locale=locale_of(request, tenant),
         activation_url=form.activation_url,
         sealed_password=seal(form.password, settings.seal_public_key or ""),
     )
@@ -124,6 +150,9 @@ async def record_request(
             tenant_id=tenant.id,
             idempotency_key=key,
             fingerprint=print_,
+            email=form.email,
+            user_name=form.user_name,
+            locale=locale_of(request, tenant),
         )
     if not inserted:  # a concurrent retry with the same key won the race
         return await record_request(request, tenant, form, body)
@@ -187,3 +216,19 @@ async def request_status(request: web.Request) -> web.Response:
         raise NotFound("no such registration request")
     response = await outcome_response(request, tenant, record)
     return response or pending_response(request, request_id)
+
+
+async def resend_activation(request: web.Request) -> web.Response:
+    """POST /{apiKey}/register/resend {"email"} - always 204, so nobody learns who exists."""
+    enforce_rate_limit(request)
+    tenant = await tenant_from_path(request)
+    form = validate(ResendRequest, await read_json_object(request))
+    command = ActivationResendRequested(tenant_id=tenant.id, email=form.email)
+    try:
+        await request.app[PUBLISHER].publish("activation.resend.requested", envelope(command))
+    except BrokerUnavailable:
+        raise ServiceUnavailable(
+            "the message broker did not accept the request",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from None
+    return web.Response(status=204)

@@ -12,15 +12,16 @@ from functools import partial
 import asyncpg
 import pytest
 
-from schemas.events import EmailRequested, RegisterRequested, envelope, parse
-from service import registrations, tokens
-from service.errors import RetryableError
-from service.sealing import seal
+from schemas.events import EmailRequested, InviteRequested, RegisterRequested, envelope, parse
+from service import invitations, registrations, tokens
+from service.errors import PermanentError, RetryableError
+from service.sealing import derive_secret, seal
 from service.settings import Settings
 from service.tenants import Tenant
 from tests.conftest import free_port, text_of
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
 from workers import mailer
+from workers.invitation import invite_user
 from workers.registration import register_user
 from workers.smtp import SmtpConfig, SmtpSender
 
@@ -42,15 +43,26 @@ async def dead_smtp() -> AsyncIterator[SmtpSender]:
     await sender.close()
 
 
+def mail_settings(token_key: bytes, settings: Settings, private_key: str) -> mailer.MailSettings:
+    """MailSettings built the way cli/workers.py builds them."""
+    return mailer.MailSettings(
+        activation_key=token_key,
+        invitation_key=derive_secret(private_key, "invitation-token"),
+        mail_from=settings.mail_from,
+        public_url=settings.public_url,
+        activation_valid_hours=VALID_HOURS,
+    )
+
+
 def send_with(sender: SmtpSender, *, pool: asyncpg.Pool, token_key: bytes, settings: Settings):
     """send_email wired the way cli/workers.py wires it."""
+    assert settings.seal_private_key is not None
+    private_key = settings.seal_private_key.get_secret_value()
     return partial(
         mailer.send_email,
         pool=pool,
         sender=sender,
-        token_key=token_key,
-        mail_from=settings.mail_from,
-        valid_hours=VALID_HOURS,
+        settings=mail_settings(token_key, settings, private_key),
     )
 
 
@@ -196,6 +208,7 @@ async def test_the_email_requested_by_the_registration_worker_carries_a_working_
     """Registration worker -> outbox row -> mailer: the mailed token matches the stored hash."""
     email = f"flow-{uuid.uuid4().hex[:10]}@example.com"
     request_id = uuid.uuid4()
+    user_name = f"flow{request_id.hex[:8]}"
     async with pool.acquire() as conn:
         await registrations.insert_request(
             conn,
@@ -203,12 +216,15 @@ async def test_the_email_requested_by_the_registration_worker_carries_a_working_
             tenant_id=tenant.id,
             idempotency_key=None,
             fingerprint=secrets.token_bytes(32),
+            email=email,
+            user_name=user_name,
+            locale="en",
         )
     register = RegisterRequested(
         request_id=request_id,
         tenant_id=tenant.id,
         email=email,
-        user_name=f"flow{request_id.hex[:8]}",
+        user_name=user_name,
         locale="en",
         activation_url=ACTIVATION_URL,
         sealed_password=seal("a fine password", settings.seal_public_key),
@@ -247,3 +263,78 @@ async def test_the_email_requested_by_the_registration_worker_carries_a_working_
         )
         == 1
     )
+
+
+async def test_the_mail_is_rendered_in_the_tenant_default_locale_when_the_reader_has_none_shipped(
+    pool: asyncpg.Pool, settings: Settings, token_key: bytes, make_tenant: MakeTenant, mailbox, smtp
+) -> None:
+    german_tenant = await make_tenant(default_locale="de")
+    data = (await requested_email(pool, german_tenant)).model_copy(update={"locale": "it_IT"})
+
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(envelope(data), data)
+
+    message = await mailbox.wait_for(addressed_to(data.to), timeout=5)
+    assert message["Subject"] == "Aktivieren Sie Ihr Konto"
+    assert message["Content-Language"] == "de"
+    assert f"Hallo {data.user_name}," in text_of(message)
+
+
+async def test_an_email_for_a_tenant_that_no_longer_exists_is_a_permanent_error(
+    pool: asyncpg.Pool, settings: Settings, token_key: bytes, tenant: Tenant, mailbox, smtp
+) -> None:
+    data = (await requested_email(pool, tenant)).model_copy(update={"tenant_id": uuid.uuid4()})
+
+    with pytest.raises(PermanentError):
+        await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(
+            envelope(data), data
+        )
+
+    await asyncio.sleep(0.3)
+    assert mailbox.received(addressed_to(data.to)) == []
+    assert await delivered_events(pool, data.email_id) == []
+
+
+async def test_the_invitation_email_links_to_the_hosted_page_with_the_stored_token(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    token_key: bytes,
+    private_key: str,
+    make_tenant: MakeTenant,
+    mailbox,
+    smtp,
+) -> None:
+    """Invitation worker -> outbox row -> mailer: the mailed link finds the invitation."""
+    tenant = await make_tenant(default_locale="de")
+    email = f"invitee-{uuid.uuid4().hex[:10]}@example.com"
+    invite = InviteRequested(
+        request_id=uuid.uuid4(), tenant_id=tenant.id, email=email, locale="de_AT", name="Bob"
+    )
+    await invite_user(
+        envelope(invite),
+        invite,
+        pool=pool,
+        token_key=derive_secret(private_key, "invitation-token"),
+        ttl=dt.timedelta(days=7),
+    )
+    body = await pool.fetchval(
+        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
+        "AND body->'data'->>'to' = $1",
+        email,
+    )
+    event, data = parse("email.requested", body.encode())
+
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+
+    message = await mailbox.wait_for(addressed_to(email), timeout=5)
+    assert message["Subject"] == f"Sie sind eingeladen, {tenant.name} beizutreten"
+    assert message["Content-Language"] == "de"
+    prefix = f"{settings.public_url.rstrip('/')}/invitations/"
+    [token] = [
+        line.strip()[len(prefix) :]
+        for line in text_of(message).splitlines()
+        if line.strip().startswith(prefix)
+    ]
+    found = await invitations.find_by_token(pool, token)
+    assert found is not None
+    assert (found.email, found.organization, found.status) == (email, tenant.name, "pending")
+    assert await pool.fetchval("SELECT status FROM emails WHERE id = $1", data.email_id) == "sent"

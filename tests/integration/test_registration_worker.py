@@ -26,7 +26,7 @@ from service.sealing import generate_key_pair, seal
 from service.settings import Settings
 from service.tenants import Tenant
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
-from workers import registration
+from workers import activation, registration
 
 TOKEN_TTL = dt.timedelta(hours=48)
 
@@ -57,7 +57,7 @@ def register(pool: asyncpg.Pool, hasher: PasswordHasher, private_key: str, token
 
 @pytest.fixture
 def activate(pool: asyncpg.Pool):
-    return partial(registration.activate_user, pool=pool)
+    return partial(activation.activate_user, pool=pool)
 
 
 @pytest.fixture
@@ -86,6 +86,9 @@ def new_request(pool: asyncpg.Pool, settings: Settings):
                 tenant_id=tenant.id,
                 idempotency_key=None,
                 fingerprint=secrets.token_bytes(32),
+                email=email,
+                user_name=user_name,
+                locale="en",
             )
         data = RegisterRequested(
             request_id=request_id,

@@ -11,11 +11,16 @@ import pytest
 from schemas.events import (
     EVENTS,
     ActivationRequested,
+    ActivationResendRequested,
     CloudEvent,
     EmailDelivered,
     EmailFailed,
     EmailRequested,
     EventData,
+    InvitationAccepted,
+    InvitationAcceptRequested,
+    InvitationSent,
+    InviteRequested,
     RegisterRequested,
     RegistrationRejected,
     UserActivated,
@@ -39,6 +44,30 @@ SAMPLES: dict[str, EventData] = {
         sealed_password="c2VhbGVk",
     ),
     "activation.requested": ActivationRequested(token_id=uuid.uuid4(), tenant_id=TENANT),
+    "activation.resend.requested": ActivationResendRequested(
+        tenant_id=TENANT, email="alice@example.com"
+    ),
+    "invite.requested": InviteRequested(
+        request_id=uuid.uuid4(),
+        tenant_id=TENANT,
+        email="bob@example.com",
+        locale="de_AT",
+        name="Bob",
+        role_id=uuid.uuid4(),
+    ),
+    "invitation.accept.requested": InvitationAcceptRequested(
+        invitation_id=uuid.uuid4(), tenant_id=TENANT, name="Bob", sealed_password="c2VhbGVk"
+    ),
+    "invitation.sent": InvitationSent(
+        invitation_id=uuid.uuid4(),
+        tenant_id=TENANT,
+        email="bob@example.com",
+        locale="de_AT",
+        expires_at=WHEN,
+    ),
+    "invitation.accepted": InvitationAccepted(
+        invitation_id=uuid.uuid4(), tenant_id=TENANT, user_id=uuid.uuid4()
+    ),
     "user.registered": UserRegistered(
         user_id=uuid.uuid4(),
         tenant_id=TENANT,
@@ -129,6 +158,42 @@ def test_register_requested_data_has_the_spec_field_names() -> None:
         "activationUrl",
         "sealedPassword",
     }
+
+
+def test_invite_requested_data_has_the_spec_field_names() -> None:
+    data = envelope(SAMPLES["invite.requested"]).data
+    assert set(data) == {"requestId", "tenantId", "email", "locale", "name", "roleId"}
+
+
+def test_invite_requested_name_and_role_are_optional() -> None:
+    data = InviteRequested(
+        request_id=uuid.uuid4(), tenant_id=TENANT, email="bob@example.com", locale="en"
+    )
+    _, parsed = parse("invite.requested", wire(envelope(data)))
+    assert (parsed.name, parsed.role_id) == (None, None)
+
+
+def test_invitation_sent_and_accepted_data_have_the_spec_field_names() -> None:
+    sent = envelope(SAMPLES["invitation.sent"]).data
+    accepted = envelope(SAMPLES["invitation.accepted"]).data
+    assert set(sent) == {"invitationId", "tenantId", "email", "locale", "expiresAt"}
+    assert set(accepted) == {"invitationId", "tenantId", "userId"}
+
+
+def test_an_invitation_email_request_round_trips_without_activation_fields() -> None:
+    data = EmailRequested(
+        email_id=uuid.uuid4(),
+        tenant_id=TENANT,
+        kind="invitation",
+        to="bob@example.com",
+        locale="de_AT",
+        name="Bob",
+        invitation_id=uuid.uuid4(),
+        expires_at=WHEN,
+    )
+    _, parsed = parse("email.requested", wire(envelope(data)))
+    assert parsed == data
+    assert (parsed.activation_url, parsed.activation_token_id) == (None, None)
 
 
 def test_each_envelope_gets_a_fresh_id_and_an_aware_time() -> None:

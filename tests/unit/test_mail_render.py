@@ -1,18 +1,32 @@
-"""Activation email: link derivation and the rendered MIME message (SPEC §3, §7)."""
+"""Activation and invitation emails: link derivation and the rendered, translated MIME
+message (SPEC §3, §4, §7)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
 from schemas.events import EmailRequested
-from service import tokens
+from service import i18n, tokens
 from service.errors import PermanentError
-from workers.mailer import activation_link, render
+from workers.mailer import MailSettings, Recipient, activation_link, invitation_link, render
 
 KEY = b"worker-secret-for-activation-00"
+INVITATION_KEY = b"worker-secret-for-invitations-0"
 TOKEN_ID = uuid.UUID("6c1d1f9e-1b7a-4e33-9d55-5d2a8d4f0c11")
+INVITATION_ID = uuid.UUID("9a3c0d52-51f4-4b8e-9f0e-0c4d5e6f7a81")
+EXPIRES = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+SETTINGS = MailSettings(
+    activation_key=KEY,
+    invitation_key=INVITATION_KEY,
+    mail_from="Registrar <noreply@example.com>",
+    public_url="https://registrar.example/",
+    activation_valid_hours=48,
+)
+ACME = Recipient(organization="Acme", default_locale="en")
 
 
 def request(**overrides: object) -> EmailRequested:
@@ -21,13 +35,39 @@ def request(**overrides: object) -> EmailRequested:
         "tenant_id": uuid.uuid4(),
         "kind": "activation",
         "to": "alice@example.com",
-        "locale": "de",
+        "locale": "en",
         "user_name": "alice",
         "activation_url": "https://app.example.com/activate?t={activationToken}&x=1",
         "activation_token_id": TOKEN_ID,
     }
     fields.update(overrides)
     return EmailRequested(**fields)
+
+
+def invitation(**overrides: object) -> EmailRequested:
+    fields: dict[str, object] = {
+        "email_id": uuid.UUID("1f6a4e2d-8b55-4d1f-9e10-3c2a5e8c0b12"),
+        "tenant_id": uuid.uuid4(),
+        "kind": "invitation",
+        "to": "bob@example.com",
+        "locale": "en_US",
+        "name": "Bob",
+        "invitation_id": INVITATION_ID,
+        "expires_at": EXPIRES,
+    }
+    fields.update(overrides)
+    return EmailRequested(**fields)
+
+
+def text(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def html(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("html",)).get_content()
+
+
+# --- activation ------------------------------------------------------------------------
 
 
 def test_activation_link_replaces_the_placeholder_with_the_derived_token() -> None:
@@ -53,9 +93,8 @@ def test_activation_link_without_url_is_a_permanent_error() -> None:
 
 def rendered():
     data = request()
-    link = activation_link(data, KEY)
-    message = render(data, sender="Registrar <noreply@example.com>", link=link, valid_hours=48)
-    return data, link, message
+    message = render(data, recipient=ACME, settings=SETTINGS)
+    return data, activation_link(data, KEY), message
 
 
 def test_render_builds_multipart_alternative_with_text_and_html() -> None:
@@ -71,7 +110,6 @@ def test_render_sets_headers_for_automated_mail() -> None:
     assert message["From"] == "Registrar <noreply@example.com>"
     assert message["To"] == "alice@example.com"
     assert message["Auto-Submitted"] == "auto-generated"
-    # English-only until translations land (issue 4): the header names what was rendered.
     assert message["Content-Language"] == "en"
     assert message["X-Registrar-Email-Id"] == str(data.email_id)
 
@@ -85,17 +123,18 @@ def test_render_message_id_is_well_formed_and_names_the_email() -> None:
 
 def test_text_part_contains_the_link_verbatim_and_the_validity() -> None:
     _, link, message = rendered()
-    text = message.get_body(preferencelist=("plain",)).get_content()
-    assert link in text
-    assert "alice" in text
-    assert "48 hours" in text
+    body = text(message)
+    assert link in body
+    assert "alice" in body
+    assert "48 hours" in body
 
 
 def test_html_part_contains_the_link_html_escaped() -> None:
     _, link, message = rendered()
-    html = message.get_body(preferencelist=("html",)).get_content()
-    assert f'href="{link.replace("&", "&amp;")}"' in html
-    assert "48 hours" in html
+    body = html(message)
+    assert f'href="{link.replace("&", "&amp;")}"' in body
+    assert "48 hours" in body
+    assert '<html lang="en">' in body
 
 
 def test_rendered_mail_carries_no_placeholder_or_token_id() -> None:
@@ -103,3 +142,119 @@ def test_rendered_mail_carries_no_placeholder_or_token_id() -> None:
     raw = message.as_string()
     assert "{activationToken}" not in raw
     assert str(TOKEN_ID) not in raw
+
+
+def test_activation_mail_for_a_german_recipient_is_german() -> None:
+    message = render(request(locale="de"), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == "Aktivieren Sie Ihr Konto"
+    assert message["Content-Language"] == "de"
+    assert "Hallo alice," in text(message)
+    assert "48 Stunden" in text(message)
+    assert activation_link(request(), KEY) in text(message)
+
+
+# --- invitation ------------------------------------------------------------------------
+
+
+def test_invitation_link_is_the_hosted_page_with_the_derived_token() -> None:
+    token = tokens.derive_token(INVITATION_KEY, INVITATION_ID)
+    link = invitation_link(invitation(), INVITATION_KEY, "https://registrar.example/")
+    assert link == f"https://registrar.example/invitations/{token}"
+    assert invitation_link(invitation(), INVITATION_KEY, "https://registrar.example") == link
+
+
+def test_invitation_link_is_derived_under_the_invitation_key_not_the_activation_key() -> None:
+    message = render(invitation(), recipient=ACME, settings=SETTINGS)
+    assert tokens.derive_token(INVITATION_KEY, INVITATION_ID) in text(message)
+    assert tokens.derive_token(KEY, INVITATION_ID) not in message.as_string()
+
+
+def test_invitation_email_without_invitation_id_is_a_permanent_error() -> None:
+    with pytest.raises(PermanentError):
+        render(invitation(invitation_id=None), recipient=ACME, settings=SETTINGS)
+
+
+def test_invitation_text_and_html_carry_the_link() -> None:
+    message = render(invitation(), recipient=ACME, settings=SETTINGS)
+    token = tokens.derive_token(INVITATION_KEY, INVITATION_ID)
+    link = f"https://registrar.example/invitations/{token}"
+    assert link in text(message)
+    assert f'href="{link}"' in html(message)
+
+
+def test_invitation_for_en_us_is_english_with_the_organization_name() -> None:
+    message = render(invitation(locale="en_US"), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == "You are invited to join Acme"
+    assert message["Content-Language"] == "en"
+    assert "Hello Bob," in text(message)
+    assert "Acme invites you to create your account" in text(message)
+    assert '<html lang="en">' in html(message)
+
+
+def test_invitation_for_de_de_is_german_and_names_the_chosen_shipped_locale() -> None:
+    message = render(invitation(locale="de_DE"), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == "Sie sind eingeladen, Acme beizutreten"
+    assert message["Content-Language"] == "de"
+    assert "Hallo Bob," in text(message)
+    assert "Acme lädt Sie ein" in text(message)
+    assert '<html lang="de">' in html(message)
+    assert "Einladung annehmen" in html(message)
+
+
+def test_invitation_expiry_date_is_formatted_for_the_locale() -> None:
+    english = render(invitation(locale="en_US"), recipient=ACME, settings=SETTINGS)
+    german = render(invitation(locale="de_DE"), recipient=ACME, settings=SETTINGS)
+    assert "valid until May 1, 2024" in text(english)
+    assert "gültig bis 1. Mai 2024" in text(german)
+    assert "1. Mai 2024" in html(german)
+
+
+def test_invitation_for_an_unshipped_locale_uses_the_tenant_default() -> None:
+    german_tenant = Recipient(organization="Acme", default_locale="de")
+    message = render(invitation(locale="it_IT"), recipient=german_tenant, settings=SETTINGS)
+    assert message["Subject"] == "Sie sind eingeladen, Acme beizutreten"
+    assert message["Content-Language"] == "de"
+
+
+def test_invitation_for_an_unshipped_locale_and_default_falls_back_to_english() -> None:
+    tenant = Recipient(organization="Acme", default_locale="it")
+    message = render(invitation(locale="pt_BR"), recipient=tenant, settings=SETTINGS)
+    assert message["Subject"] == "You are invited to join Acme"
+    assert message["Content-Language"] == "en"
+
+
+def test_invitation_without_a_name_greets_without_one() -> None:
+    english = render(invitation(name=None), recipient=ACME, settings=SETTINGS)
+    german = render(invitation(name=None, locale="de"), recipient=ACME, settings=SETTINGS)
+    assert text(english).startswith("Hello,")
+    assert text(german).startswith("Hallo,")
+    assert "None" not in english.as_string()
+
+
+def test_invitation_html_escapes_the_organization_but_the_subject_does_not() -> None:
+    shop = Recipient(organization="Müller & <Söhne>", default_locale="en")
+    message = render(invitation(), recipient=shop, settings=SETTINGS)
+    assert message["Subject"] == "You are invited to join Müller & <Söhne>"
+    assert "Müller &amp; &lt;Söhne&gt;" in html(message)
+    assert "<Söhne>" not in html(message)
+    assert "Müller & <Söhne> invites you" in text(message)
+
+
+def test_invitation_mail_carries_no_invitation_id() -> None:
+    raw = render(invitation(), recipient=ACME, settings=SETTINGS).as_string()
+    assert str(INVITATION_ID) not in raw
+
+
+@pytest.mark.parametrize("locale", [s for s in i18n.SHIPPED if s != i18n.BASE])
+def test_every_shipped_locale_renders_an_invitation(locale: str) -> None:
+    message = render(invitation(locale=locale), recipient=ACME, settings=SETTINGS)
+    assert message["Content-Language"] == locale
+    assert message["Subject"] != "You are invited to join Acme"
+
+
+def test_an_english_reader_of_a_german_tenant_gets_an_english_invitation() -> None:
+    german_tenant = Recipient(organization="Acme", default_locale="de")
+    message = render(invitation(locale="en_US"), recipient=german_tenant, settings=SETTINGS)
+    assert message["Content-Language"] == "en"
+    assert message["Subject"] == "You are invited to join Acme"
+    assert "Hello Bob," in text(message)

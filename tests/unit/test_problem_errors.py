@@ -15,6 +15,8 @@ EXPECTED = {
     errors.Forbidden: (403, "forbidden"),
     errors.RegistrationDisabled: (403, "registration-disabled"),
     errors.NotFound: (404, "not-found"),
+    errors.Gone: (410, "gone"),
+    errors.InvitationGone: (410, "invitation-gone"),
     errors.Conflict: (409, "conflict"),
     errors.EmailTaken: (409, "email-taken"),
     errors.UserNameTaken: (409, "username-taken"),
@@ -81,6 +83,7 @@ def test_subclasses_can_be_caught_as_their_family() -> None:
     assert issubclass(errors.EmailTaken, errors.Conflict)
     assert issubclass(errors.ValidationFailed, errors.BadRequest)
     assert issubclass(errors.RegistrationDisabled, errors.Forbidden)
+    assert issubclass(errors.InvitationGone, errors.Gone)
 
 
 def test_message_fate_errors_are_not_api_errors() -> None:

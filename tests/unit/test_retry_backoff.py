@@ -1,43 +1,42 @@
-"""Worker retry pause grows with the broker's delivery count, up to a cap."""
+"""Retry bookkeeping of the worker runner: how many retries a message has had, and the
+copy parked in a retry queue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
 import pytest
 
-from workers.runner import MAX_BACKOFF_S, backoff_seconds
+from workers.runner import RETRIES_HEADER, retries_of, retry_copy
 
 
 @dataclass
 class FakeMessage:
     headers: dict[str, Any] | None
-
-
-@pytest.mark.parametrize(("count", "seconds"), [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0)])
-def test_backoff_doubles_with_each_delivery(count: int, seconds: float) -> None:
-    assert backoff_seconds(FakeMessage({"x-delivery-count": count})) == seconds
-
-
-@pytest.mark.parametrize("count", [5, 6, 20, 100])
-def test_backoff_is_capped(count: int) -> None:
-    assert backoff_seconds(FakeMessage({"x-delivery-count": count})) == MAX_BACKOFF_S
+    body: bytes = b"{}"
+    content_type: str = "application/cloudevents+json"
+    message_id: str = "id-1"
+    type: str = "registrar.email.requested.v1"
+    timestamp: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 @pytest.mark.parametrize("headers", [None, {}, {"other": 3}])
-def test_first_delivery_without_count_waits_one_second(headers: dict[str, Any] | None) -> None:
-    assert backoff_seconds(FakeMessage(headers)) == 1.0
+def test_a_message_never_retried_counts_zero(headers: dict[str, Any] | None) -> None:
+    assert retries_of(FakeMessage(headers)) == 0
 
 
-def test_count_sent_as_text_is_understood() -> None:
-    assert backoff_seconds(FakeMessage({"x-delivery-count": "2"})) == 4.0
+@pytest.mark.parametrize(("value", "count"), [(1, 1), (4, 4), ("2", 2), (-3, 0), ("x", 0)])
+def test_retry_count_is_read_from_our_header_and_sanitized(value: Any, count: int) -> None:
+    assert retries_of(FakeMessage({RETRIES_HEADER: value})) == count
 
 
-@pytest.mark.parametrize("count", ["many", None, [1], b"\xff"])
-def test_unreadable_count_falls_back_to_one_second(count: object) -> None:
-    assert backoff_seconds(FakeMessage({"x-delivery-count": count})) == 1.0
-
-
-def test_huge_delivery_count_is_capped_not_an_error() -> None:
-    assert backoff_seconds(FakeMessage({"x-delivery-count": 5000})) == MAX_BACKOFF_S
+def test_retry_copy_keeps_the_message_and_counts_one_more_retry() -> None:
+    original = FakeMessage({"keep": "me", RETRIES_HEADER: 1})
+    copy = retry_copy(original, 2)
+    assert copy.body == original.body and copy.message_id == original.message_id
+    assert copy.type == original.type and copy.content_type == original.content_type
+    assert copy.headers == {"keep": "me", RETRIES_HEADER: 2}
+    assert copy.delivery_mode == aio_pika.DeliveryMode.PERSISTENT

@@ -1,0 +1,125 @@
+"""--duplicates silent and activation resend, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e.test_self_registration import activation_token_in, new_body, register_url
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_silent_tenant_answers_a_taken_email_like_a_new_one_and_mails_the_owner(
+    service, http, mailbox
+):
+    tenant = service.cli(
+        "tenant",
+        "create",
+        "Quiet",
+        "--duplicates",
+        "silent",
+        "--default-locale",
+        "fr",
+        "--activation-url-prefix",
+        "https://app.example.com/",
+    )
+    first = new_body()
+    async with http.post(register_url(service, tenant), json=first) as r:
+        assert r.status == 200
+        original = await r.json()
+    await mailbox.wait_for(lambda m: m["To"] == first["email"])
+
+    second = new_body(email=first["email"].upper())
+    async with http.post(register_url(service, tenant), json=second) as r:
+        assert r.status == 200  # not 409: the answer must not reveal that the address exists
+        stand_in = await r.json()
+    assert set(stand_in) == set(original)
+    assert stand_in["id"] != original["id"] and stand_in["userName"] == second["userName"]
+    assert stand_in["isApproved"] is False and stand_in["roles"] == original["roles"]
+
+    async with http.get(service.base_url + stand_in["_links"]["self"]["href"]) as r:
+        assert r.status == 200 and (await r.json())["id"] == stand_in["id"]  # stable
+
+    # The owner is told instead, in the owner's language (the tenant default here: fr).
+    notice = await mailbox.wait_for(
+        lambda m: m["To"] == first["email"] and m["Subject"] != "Activez votre compte"
+    )
+    assert notice["Content-Language"] == "fr"
+    assert notice["Subject"] != "Someone tried to register with your email address"
+    await asyncio.sleep(0.5)
+    assert len(mailbox.received(lambda m: m["To"].lower() == first["email"].lower())) == 2
+
+
+async def test_conflict_tenant_still_answers_409(service, tenant, http):
+    body = new_body()
+    async with http.post(register_url(service, tenant), json=body) as r:
+        assert r.status == 200
+    async with http.post(register_url(service, tenant), json=new_body(email=body["email"])) as r:
+        assert r.status == 409
+
+
+async def test_resend_mails_a_new_link_and_the_old_one_stops_working(
+    service, tenant, http, mailbox
+):
+    body = new_body()
+    async with http.post(
+        register_url(service, tenant), json=body, headers={"Accept-Language": "es"}
+    ) as r:
+        assert r.status == 200
+    first_mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
+    old_token = activation_token_in(first_mail)
+
+    resend = f"{service.base_url}/{tenant['apiKey']}/register/resend"
+    async with http.post(resend, json={"email": body["email"]}) as r:
+        assert r.status == 204
+    for _ in range(200):
+        mails = mailbox.received(lambda m: m["To"] == body["email"])
+        if len(mails) == 2:
+            break
+        await asyncio.sleep(0.05)
+    new_token = activation_token_in(mails[1])
+    assert new_token != old_token
+    assert mails[1]["Subject"] == first_mail["Subject"] == "Active su cuenta"  # user's locale
+
+    activate = f"{service.base_url}/{tenant['apiKey']}/register/activate/"
+    async with http.put(activate + old_token) as r:
+        assert r.status == 404
+    async with http.put(activate + new_token) as r:
+        assert r.status == 200
+
+    # Approved users and unknown addresses get 204 too, and no email.
+    for email in (body["email"], "nobody-here@example.com"):
+        async with http.post(resend, json={"email": email}) as r:
+            assert r.status == 204
+    await asyncio.sleep(1)
+    assert len(mailbox.received(lambda m: m["To"] == body["email"])) == 2
+    assert not mailbox.received(lambda m: m["To"] == "nobody-here@example.com")
+
+
+async def test_resend_rejects_bad_bodies(service, tenant, http):
+    resend = f"{service.base_url}/{tenant['apiKey']}/register/resend"
+    async with http.post(resend, json={"email": "not an address"}) as r:
+        assert r.status == 400
+    async with http.post(
+        f"{service.base_url}/bad-key/register/resend", json={"email": "a@b.co"}
+    ) as r:
+        assert r.status == 401
+
+
+async def test_tenant_from_address_is_used(service, http, mailbox):
+    tenant = service.cli(
+        "tenant",
+        "create",
+        "Branded",
+        "--mail-from",
+        "Branded <hi@branded.example>",
+        "--activation-url-prefix",
+        "https://app.example.com/",
+    )
+    body = new_body()
+    async with http.post(register_url(service, tenant), json=body) as r:
+        assert r.status == 200
+    mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
+    assert mail["From"] == "Branded <hi@branded.example>"
