@@ -11,10 +11,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REGISTRAR_", frozen=True, extra="ignore")
 
-    database_url: str = "postgresql://127.0.0.1:5432/registrar"
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # URLs may carry passwords: keep them out of reprs (and so out of logs and tracebacks).
+    database_url: str = Field(default="postgresql://127.0.0.1:5432/registrar", repr=False)
+    amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     amqp_prefix: str = "registrar"
-    smtp_url: str | None = None
+    smtp_url: str | None = Field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
     seal_public_key: str | None = None
     seal_private_key: SecretStr | None = None

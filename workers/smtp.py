@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,13 +20,16 @@ class SmtpConfig:
     port: int
     use_tls: bool = False
     start_tls: bool = False
-    username: str | None = None
-    password: str | None = None
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    # A CA bundle for servers with a private CA; certificates are always verified.
+    cafile: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SmtpConfig:
-        """smtp://[user:pass@]host[:port][?starttls=true] or smtps://host[:465]."""
+        """smtp://[user:pass@]host[:port][?starttls=true][&cafile=PATH][&timeout=S]
+        or smtps://[user:pass@]host[:465][?cafile=PATH]."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError(f"unsupported SMTP URL scheme {parts.scheme!r}")
@@ -40,6 +43,7 @@ class SmtpConfig:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             timeout=float(query.get("timeout", 30)),
+            cafile=query.get("cafile"),
         )
 
 
@@ -61,6 +65,7 @@ class SmtpSender:
             use_tls=c.use_tls,
             start_tls=c.start_tls if c.start_tls else False,
             timeout=c.timeout,
+            cert_bundle=c.cafile,
         )
         await client.connect()
         if c.username:
