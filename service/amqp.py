@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -73,6 +74,63 @@ async def connect(url: str) -> AbstractRobustConnection:
     return await aio_pika.connect_robust(url, client_properties={"connection_name": "registrar"})
 
 
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue as declared: name, arguments, and (exchange, routing key) bindings."""
+
+    name: str
+    arguments: dict[str, Any]
+    bindings: tuple[tuple[str, str], ...] = ()
+
+
+def queue_specs(
+    names: Names, *, max_length: int, retry_delays: tuple[float, ...] = ()
+) -> list[QueueSpec]:
+    """Every queue of the topology. deploy/rabbitmq/definitions.json must agree (tested).
+
+    A retry queue holds a message for its TTL, then dead-letters it straight back into its
+    work queue (default exchange, routing key = queue name): a delay without a timer.
+    """
+    specs = []
+    for role, keys in QUEUE_BINDINGS.items():
+        queue_name = names.queue(role)
+        specs.append(
+            QueueSpec(
+                names.dead_letter_queue(role),
+                {"x-queue-type": "quorum"},
+                ((names.dead_letters, queue_name),),
+            )
+        )
+        specs.append(
+            QueueSpec(
+                queue_name,
+                {
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-exchange": names.dead_letters,
+                    "x-dead-letter-routing-key": queue_name,
+                    # Backpressure: a full queue nacks publishes, the gateway answers 503.
+                    "x-max-length": max_length,
+                    "x-overflow": "reject-publish",
+                    # A message that keeps crashing its consumer ends in the DLQ.
+                    "x-delivery-limit": DELIVERY_LIMIT,
+                },
+                tuple((names.events, key) for key in keys),
+            )
+        )
+        specs.extend(
+            QueueSpec(
+                names.retry_queue(role, delay),
+                {
+                    "x-message-ttl": round(delay * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue_name,
+                },
+            )
+            for delay in retry_delays
+        )
+    return specs
+
+
 async def declare_topology(
     channel: AbstractChannel,
     names: Names,
@@ -80,48 +138,16 @@ async def declare_topology(
     max_length: int,
     retry_delays: tuple[float, ...] = (),
 ) -> AbstractExchange:
-    """Declare exchanges, work queues with their dead-letter and retry queues, bindings.
-
-    A retry queue holds a message for its TTL, then dead-letters it straight back into its
-    work queue (default exchange, routing key = queue name): a delay without a timer.
-    """
-    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
-    dlx = await channel.declare_exchange(
-        names.dead_letters, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    for role, keys in QUEUE_BINDINGS.items():
-        queue_name = names.queue(role)
-        dlq = await channel.declare_queue(
-            names.dead_letter_queue(role), durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dlq.bind(dlx, routing_key=queue_name)
-        queue = await channel.declare_queue(
-            queue_name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": names.dead_letters,
-                "x-dead-letter-routing-key": queue_name,
-                # Backpressure: a full queue nacks publishes, the gateway answers 503.
-                "x-max-length": max_length,
-                "x-overflow": "reject-publish",
-                # A message that keeps crashing its consumer ends in the DLQ.
-                "x-delivery-limit": DELIVERY_LIMIT,
-            },
-        )
-        for key in keys:
-            await queue.bind(events, routing_key=key)
-        for delay in retry_delays:
-            await channel.declare_queue(
-                names.retry_queue(role, delay),
-                durable=True,
-                arguments={
-                    "x-message-ttl": round(delay * 1000),
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": queue_name,
-                },
-            )
-    return events
+    """Declare both exchanges and every queue of `queue_specs`, with their bindings."""
+    exchanges = {
+        name: await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+        for name in (names.events, names.dead_letters)
+    }
+    for spec in queue_specs(names, max_length=max_length, retry_delays=retry_delays):
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for exchange, key in spec.bindings:
+            await queue.bind(exchanges[exchange], routing_key=key)
+    return exchanges[names.events]
 
 
 class Publisher:
