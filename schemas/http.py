@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
@@ -55,109 +55,85 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=to_camel)
 
 
-class RegisterRequest(_Input):
-    """Body of POST /{apiKey}/register (Baasic createUserParams)."""
+def _user_name(value: str) -> str:
+    if not USER_NAME.fullmatch(value):
+        raise ValueError("must be 3-64 characters of letters, digits and ._-@")
+    return value
 
-    activation_url: str
-    challenge_identifier: str
-    challenge_response: str
-    confirm_password: str = Field(repr=False)
-    email: str
-    password: str = Field(repr=False)
-    user_name: str
 
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalize_email(value)
+def _activation_url(value: str) -> str:
+    if ACTIVATION_PLACEHOLDER not in value:
+        raise ValueError(f"must contain the {ACTIVATION_PLACEHOLDER} placeholder")
+    return value
 
-    @field_validator("user_name")
-    @classmethod
-    def _user_name(cls, value: str) -> str:
-        if not USER_NAME.fullmatch(value):
-            raise ValueError("must be 3-64 characters of letters, digits and ._-@")
-        return value
 
-    @field_validator("password")
-    @classmethod
-    def _password_policy(cls, value: str) -> str:
-        return check_password(value)
+def _locale(value: str) -> str:
+    if not is_valid_locale(value):
+        raise ValueError("must be an ISO 639-1 language, optionally _ and a country")
+    return value
 
-    @field_validator("activation_url")
-    @classmethod
-    def _placeholder(cls, value: str) -> str:
-        if ACTIVATION_PLACEHOLDER not in value:
-            raise ValueError(f"must contain the {ACTIVATION_PLACEHOLDER} placeholder")
-        return value
+
+def _person_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+# Field types with their rules attached, shared by every body that has such a field.
+Email = Annotated[str, AfterValidator(normalize_email)]
+Password = Annotated[str, AfterValidator(check_password), Field(repr=False)]
+Confirmation = Annotated[str, Field(repr=False)]
+UserName = Annotated[str, AfterValidator(_user_name)]
+ActivationUrl = Annotated[str, AfterValidator(_activation_url)]
+LocaleTag = Annotated[str, AfterValidator(_locale)]
+PersonName = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_person_name)]
+
+
+class _WithNewPassword(_Input):
+    password: Password
+    confirm_password: Confirmation
 
     @model_validator(mode="after")
-    def _passwords_match(self) -> RegisterRequest:
+    def _passwords_match(self) -> _WithNewPassword:
         if self.password != self.confirm_password:
             raise ValueError("password and confirmPassword differ")
         return self
+
+
+class RegisterRequest(_WithNewPassword):
+    """Body of POST /{apiKey}/register (Baasic createUserParams)."""
+
+    activation_url: ActivationUrl
+    challenge_identifier: str
+    challenge_response: str
+    email: Email
+    user_name: UserName
 
 
 class ResendRequest(_Input):
     """Body of POST /{apiKey}/register/resend."""
 
-    email: str
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalize_email(value)
+    email: Email
 
 
 class InviteRegisterRequest(_Input):
     """Body of POST /api/v1/organization/users/register (Blynk)."""
 
-    email: str
-    locale: str | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalize_email(value)
-
-    @field_validator("locale")
-    @classmethod
-    def _locale(cls, value: str | None) -> str | None:
-        if value is not None and not is_valid_locale(value):
-            raise ValueError("must be an ISO 639-1 language, optionally _ and a country")
-        return value
+    email: Email
+    locale: LocaleTag | None = None
 
 
 class InviteRequest(InviteRegisterRequest):
     """Body of POST /api/v1/organization/users/invite: the same, with prefilled data."""
 
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: PersonName
     role_id: uuid.UUID | None = Field(default=None, strict=False)
 
 
-class AcceptInvitation(_Input):
+class AcceptInvitation(_WithNewPassword):
     """What the invitee enters: JSON to the API, or the hosted page's form fields."""
 
-    name: str = Field(min_length=1, max_length=NAME_MAX)
-    password: str = Field(repr=False)
-    confirm_password: str = Field(repr=False)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip()
-
-    @field_validator("password")
-    @classmethod
-    def _password_policy(cls, value: str) -> str:
-        return check_password(value)
-
-    @model_validator(mode="after")
-    def _passwords_match(self) -> AcceptInvitation:
-        if self.password != self.confirm_password:
-            raise ValueError("password and confirmPassword differ")
-        return self
+    name: PersonName
 
 
 class _Output(BaseModel):
