@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench clean messages
+.PHONY: help venv services test run lint fmt bench clean messages asyncapi
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -59,3 +59,6 @@ clean: ## remove .venv, var/ and caches
 messages: venv ## re-extract translatable messages into service/locales/messages.pot
 	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --omit-header \
 		-o service/locales/messages.pot .
+
+asyncapi: venv ## regenerate schemas/asyncapi.json from the event models
+	$(BIN)/python -m schemas.asyncapi > schemas/asyncapi.json

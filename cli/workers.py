@@ -11,7 +11,7 @@ from functools import partial
 import asyncpg
 from argon2 import PasswordHasher, Type
 
-from service import amqp, db
+from service import amqp, db, metrics
 from service.sealing import derive_secret
 from service.settings import Settings
 from workers import activation, invitation, mailer, outbox, registration
@@ -169,7 +169,12 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
         tasks.append(asyncio.create_task(relay))
     for consumer in consumers:
         await consumer.start()
-    log.info("workers running", extra={"workers": names})
+    metrics_server = (
+        await metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port
+        else None
+    )
+    log.info("workers running", extra={"workers": names, "metrics_port": settings.metrics_port})
     try:
         await stop.wait()
     finally:
@@ -179,6 +184,8 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
         await asyncio.gather(*tasks, return_exceptions=True)
         if smtp is not None:
             await smtp.close()
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         await connection.close()
         await pool.close()
         log.info("workers stopped")

@@ -16,6 +16,7 @@ from aio_pika.exceptions import AMQPException
 from aiormq.exceptions import AMQPError
 
 from schemas.events import CONTENT_TYPE, CloudEvent
+from service import metrics
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,9 @@ class Publisher:
                 message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
             )
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
+            metrics.PUBLISH_FAILED.labels(routing_key).inc()
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        metrics.PUBLISHED.labels(routing_key).inc()
 
     async def send_to_queue(self, queue_name: str, message: aio_pika.Message) -> None:
         """Put a message straight into one queue (default exchange), confirmed."""

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     # Pauses before each retry of a failed message (then it is dead-lettered).
     retry_delays_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
     smtp_pool_size: int = Field(default=3, ge=1, le=50)
+    # Workers serve /metrics and /healthz here when set (the gateway on its own port).
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts by design
     log_level: str = "INFO"
 
     # `registrar run` only: where keys and the development mailbox live.

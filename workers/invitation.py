@@ -3,7 +3,6 @@ invitation into an approved user. Each decision commits with its outbox rows."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -26,6 +25,7 @@ from service.outcomes import announce
 from service.sealing import UnsealError, unseal
 from workers.dedup import first_delivery
 from workers.emails import request_email
+from workers.passwords import hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "invitation"
@@ -151,7 +151,7 @@ async def accept_invitation(
         password = unseal(data.sealed_password, private_key)
     except UnsealError as exc:
         raise PermanentError("the password was not sealed for this worker") from exc
-    password_hash = await asyncio.to_thread(hasher.hash, password)
+    password_hash = await hash_password(hasher, password)
     del password
 
     async with pool.acquire() as conn, conn.transaction():

@@ -15,7 +15,7 @@ import asyncpg
 from babel.dates import format_datetime
 
 from schemas.events import CloudEvent, EmailDelivered, EmailFailed, EmailRequested
-from service import i18n, tokens
+from service import i18n, metrics, tokens
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event
 
@@ -169,6 +169,7 @@ async def send_email(
             ),
             subject=str(data.email_id),
         )
+    metrics.EMAILS_SENT.labels(data.kind).inc()
     log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
 
 
@@ -210,4 +211,5 @@ async def record_failure(
             ),
             subject=str(data.email_id),
         )
+    metrics.EMAILS_FAILED.labels(data.kind).inc()
     log.warning("email failed", extra={"email_id": str(data.email_id), "kind": data.kind})

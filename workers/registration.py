@@ -3,7 +3,6 @@ Each decision commits with its outbox rows."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -23,6 +22,7 @@ from service.sealing import UnsealError, unseal
 from workers.activation import issue_activation_token
 from workers.dedup import first_delivery
 from workers.emails import request_email
+from workers.passwords import hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
@@ -121,8 +121,7 @@ async def register_user(
         password = unseal(data.sealed_password, private_key)
     except UnsealError:
         password = None
-    # argon2id is deliberately slow: run it off the event loop.
-    password_hash = await asyncio.to_thread(hasher.hash, password) if password else None
+    password_hash = await hash_password(hasher, password) if password else None
     del password
 
     async with pool.acquire() as conn, conn.transaction():

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.events import EVENTS, CloudEvent, parse
+from service import metrics
 from service.amqp import BrokerUnavailable, Publisher
 from service.errors import PermanentError
 from service.logs import correlation_id
@@ -125,6 +126,7 @@ class Consumer:
             await self._retry_later(message, event, data, routing_key, exc)
         else:
             await message.ack()
+            metrics.CONSUMED.labels(self._queue_name, routing_key, "ack").inc()
             log.info("handled", extra={"routing_key": routing_key})
 
     def _routing_key_of(self, event: CloudEvent) -> str:
@@ -153,6 +155,7 @@ class Consumer:
             await message.nack(requeue=True)  # could not park it: let the broker redeliver
             return
         await message.ack()
+        metrics.CONSUMED.labels(self._queue_name, routing_key, "retry").inc()
         log.warning(
             "handler failed, retrying later",
             extra={"routing_key": routing_key, "error": error, "retry": retries + 1, "via": queue},
@@ -175,4 +178,5 @@ class Consumer:
                 await message.nack(requeue=True)
                 return
         log.error("message dead-lettered", extra={"routing_key": routing_key, "error": error})
+        metrics.CONSUMED.labels(self._queue_name, routing_key, "dead_letter").inc()
         await message.reject(requeue=False)

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import amqp, db
-from service.gateway import accept, activation, health, invite, register
+from service import amqp, db, metrics
+from service.gateway import accept, activation, health, invite, openapi, register
 from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.middleware import problem_middleware
 from service.outcomes import OutcomeWaiter
@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_postgres, _rabbitmq])
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", metrics.metrics_view)
+    app.router.add_get("/openapi.json", openapi.openapi_view)
     app.router.add_post("/{apiKey}/register", register.register)
     app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)
     app.router.add_put("/{apiKey}/register/activate/{activationToken}", activation.activate)

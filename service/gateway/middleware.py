@@ -9,6 +9,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service import metrics
 from service.errors import ApiError
 from service.logs import correlation_id
 
@@ -69,13 +70,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             log.exception("unhandled error", extra={"route": _route_template(request)})
             response = problem_response(500, type_uri="about:blank", title="Internal Server Error")
         response.headers["X-Request-Id"] = request_id
+        route = _route_template(request)
+        elapsed = time.perf_counter() - started
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
         log.info(
             "request",
             extra={
                 "method": request.method,
-                "route": _route_template(request),
+                "route": route,
                 "status": response.status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
             },
         )
         return response

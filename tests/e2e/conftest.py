@@ -30,6 +30,7 @@ class Service:
     base_url: str
     env: dict[str, str]
     logs: list[Path]
+    workers_metrics_url: str
 
     def cli(self, *args: str) -> dict:
         """Run `registrar ARGS` against this service's database; parse its JSON output."""
@@ -100,20 +101,32 @@ def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Itera
         # The suite makes many requests from one address; production keeps the default.
         "REGISTRAR_RATE_LIMIT_BURST": "10000",
     }
+    metrics_port = free_port()
     commands = {
-        "gateway": [REGISTRAR, "gateway", "--port", str(port)],
-        "workers": [REGISTRAR, "worker", "all"],
+        "gateway": ([REGISTRAR, "gateway", "--port", str(port)], {}),
+        "workers": (
+            [REGISTRAR, "worker", "all"],
+            {"REGISTRAR_METRICS_PORT": str(metrics_port), "REGISTRAR_METRICS_HOST": "127.0.0.1"},
+        ),
     }
     processes, logs = [], []
-    for name, command in commands.items():
+    for name, (command, extra_env) in commands.items():
         log_path = logs_dir / f"{name}.log"
         logs.append(log_path)
         processes.append(
-            subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                command,
+                env={**env, **extra_env},
+                stdout=log_path.open("w"),
+                stderr=subprocess.STDOUT,
+            )
         )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
-        yield Service(f"http://127.0.0.1:{port}", env, logs)
+        _wait_ready(f"http://127.0.0.1:{metrics_port}/healthz", processes)
+        yield Service(
+            f"http://127.0.0.1:{port}", env, logs, f"http://127.0.0.1:{metrics_port}/metrics"
+        )
     finally:
         for proc in processes:
             proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,256 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of the gateway, its schemas generated
+from the same pydantic models that validate the requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.http import (
+    AcceptInvitation,
+    InviteRegisterRequest,
+    InviteRequest,
+    Problem,
+    RegisterRequest,
+    RequestStatus,
+    ResendRequest,
+    User,
+)
+
+INPUTS = (RegisterRequest, ResendRequest, InviteRegisterRequest, InviteRequest, AcceptInvitation)
+OUTPUTS = (User, RequestStatus, Problem)
+API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref(Problem)}},
+    }
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: type[BaseModel] | None = None,
+    params: tuple[dict[str, Any], ...] = (),
+    bearer: bool = False,
+    form: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = list(params)
+    if body is not None:
+        content = _json(body)
+        if form:
+            content["application/x-www-form-urlencoded"] = {"schema": _ref(body)}
+        op["requestBody"] = {"required": True, "content": content}
+    if bearer:
+        op["security"] = [{"bearer": ["users:invite"]}]
+    return op
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+COMMON = {
+    "400": _problem("Invalid body"),
+    "413": _problem("Body over 64 KiB"),
+    "415": _problem("Body is not JSON"),
+    "429": _problem("Rate limit exceeded (Retry-After)"),
+    "503": _problem("Broker unavailable or queue full (Retry-After)"),
+}
+PENDING = {"description": "Accepted, outcome pending", "content": _json(RequestStatus)}
+
+
+def paths() -> dict[str, Any]:
+    register_params = (
+        API_KEY,
+        {
+            "name": "Prefer",
+            "in": "header",
+            "schema": {"type": "string"},
+            "description": "RFC 7240: respond-async, or wait=N",
+        },
+        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+    )
+    invite_params = ({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},)
+    invite_answers = {
+        "204": {"description": "Invitation requested"},
+        "401": _problem("Missing, unknown or revoked token"),
+        "403": _problem("Token lacks users:invite"),
+        **COMMON,
+    }
+    return {
+        "/{apiKey}/register": {
+            "post": _op(
+                "Register a user (Baasic)",
+                {
+                    "200": {"description": "Registered", "content": _json(User)},
+                    "202": PENDING,
+                    "401": _problem("Unknown or revoked API key"),
+                    "403": _problem("Registration disabled"),
+                    "409": _problem("Email or userName taken"),
+                    "422": _problem("Idempotency-Key reused with another body"),
+                    **COMMON,
+                },
+                body=RegisterRequest,
+                params=register_params,
+            )
+        },
+        "/{apiKey}/register/requests/{requestId}": {
+            "get": _op(
+                "Status of a registration request",
+                {
+                    "200": {"description": "Registered", "content": _json(User)},
+                    "202": PENDING,
+                    "404": _problem("Unknown request"),
+                    "409": _problem("Rejected: email or userName taken"),
+                },
+                params=(API_KEY, _path_param("requestId")),
+            )
+        },
+        "/{apiKey}/register/activate/{activationToken}": {
+            "put": _op(
+                "Activate a user",
+                {
+                    "200": {"description": "Activated", "content": _json(User)},
+                    "404": _problem("Unknown or expired token"),
+                    "409": _problem("Token already used"),
+                },
+                params=(API_KEY, _path_param("activationToken")),
+            )
+        },
+        "/{apiKey}/register/resend": {
+            "post": _op(
+                "Resend the activation email",
+                {"204": {"description": "Always"}, **COMMON},
+                body=ResendRequest,
+                params=(API_KEY,),
+            )
+        },
+        "/{apiKey}/captcha/challenge": {
+            "get": _op(
+                "A proof-of-work captcha challenge (ALTCHA v1)",
+                {"200": {"description": "{algorithm, challenge, maxnumber, salt, signature}"}},
+                params=(API_KEY,),
+            )
+        },
+        "/api/v1/organization/users/register": {
+            "post": _op(
+                "Invite a user by email (Blynk)",
+                invite_answers,
+                body=InviteRegisterRequest,
+                params=invite_params,
+                bearer=True,
+            )
+        },
+        "/api/v1/organization/users/invite": {
+            "post": _op(
+                "Invite a user with prefilled data",
+                invite_answers,
+                body=InviteRequest,
+                params=invite_params,
+                bearer=True,
+            )
+        },
+        "/invitations/{token}": {
+            "get": _op(
+                "The accept page (HTML)",
+                {
+                    "200": {"description": "Form", "content": {"text/html": {}}},
+                    "404": {"description": "Unknown token", "content": {"text/html": {}}},
+                    "410": {
+                        "description": "Used, revoked or expired",
+                        "content": {"text/html": {}},
+                    },
+                },
+                params=(_path_param("token"),),
+            ),
+            "post": _op(
+                "Submit the accept page's form",
+                {
+                    "200": {"description": "Account created", "content": {"text/html": {}}},
+                    "400": {"description": "Form with errors", "content": {"text/html": {}}},
+                    "410": {
+                        "description": "Used, revoked or expired",
+                        "content": {"text/html": {}},
+                    },
+                },
+                body=AcceptInvitation,
+                params=(_path_param("token"),),
+                form=True,
+            ),
+        },
+        "/api/v1/invitations/{token}/accept": {
+            "post": _op(
+                "Accept an invitation",
+                {
+                    "200": {"description": "Account created", "content": _json(User)},
+                    "202": {"description": "Being created"},
+                    "404": _problem("Unknown token"),
+                    "409": _problem("The address registered meanwhile"),
+                    "410": _problem("Used, revoked or expired"),
+                    **COMMON,
+                },
+                body=AcceptInvitation,
+                params=(_path_param("token"),),
+            )
+        },
+        "/healthz": {"get": _op("Liveness", {"200": {"description": "Alive"}})},
+        "/readyz": {
+            "get": _op(
+                "Readiness: Postgres and broker",
+                {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}},
+            )
+        },
+        "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}})},
+    }
+
+
+@cache
+def build_openapi() -> dict[str, Any]:
+    """The whole document (built once per process)."""
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in INPUTS] + [(m, "serialization") for m in OUTPUTS],
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "registrar",
+            "version": "0.1.0",
+            "description": "Self-service registration (Baasic-compatible) and organization "
+            "invitations (Blynk-compatible). Errors are RFC 9457 problem+json.",
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_view(_request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())

@@ -1,0 +1,62 @@
+"""Prometheus metrics of every registrar process (gateway and workers alike).
+
+Module-level collectors in the default registry: one set per process, whatever runs in it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+HTTP_REQUESTS = Counter(
+    "registrar_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "registrar_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PUBLISHED = Counter(
+    "registrar_messages_published_total", "Messages confirmed by the broker", ["routing_key"]
+)
+PUBLISH_FAILED = Counter(
+    "registrar_messages_publish_failed_total",
+    "Messages the broker did not confirm",
+    ["routing_key"],
+)
+CONSUMED = Counter(
+    "registrar_messages_consumed_total",
+    "Messages handled by workers, by outcome",
+    ["queue", "routing_key", "outcome"],  # outcome: ack, retry, dead_letter
+)
+HASH_SECONDS = Histogram(
+    "registrar_password_hash_seconds",
+    "argon2id hashing time",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
+)
+EMAILS_SENT = Counter("registrar_emails_sent_total", "Emails accepted by SMTP", ["kind"])
+EMAILS_FAILED = Counter("registrar_emails_failed_total", "Emails given up on", ["kind"])
+
+
+async def metrics_view(_request: web.Request) -> web.Response:
+    """GET /metrics in the Prometheus text format."""
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def serve_metrics(host: str, port: int) -> web.AppRunner:
+    """A small HTTP server for a worker process: /metrics and /healthz."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

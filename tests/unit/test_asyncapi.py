@@ -1,0 +1,39 @@
+"""schemas/asyncapi.json describes exactly the events the code publishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.asyncapi import build_asyncapi, render
+from schemas.events import EVENTS
+
+COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.json"
+
+
+def test_the_committed_document_is_up_to_date():
+    assert COMMITTED.read_text() == render(), (
+        "schemas/asyncapi.json is stale: run `python -m schemas.asyncapi > schemas/asyncapi.json`"
+    )
+
+
+def test_every_event_has_a_channel_message_and_payload_schema():
+    document = build_asyncapi()
+    assert document["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert addresses == set(EVENTS)
+    for routing_key, (event_type, model) in EVENTS.items():
+        message = document["components"]["messages"][model.__name__]
+        assert message["payload"]["properties"]["type"] == {"const": event_type}
+        data_schema = document["components"]["schemas"][model.__name__]
+        wire_names = {field.alias or name for name, field in model.model_fields.items()}
+        assert set(data_schema["properties"]) == wire_names, routing_key
+
+
+def test_internal_references_resolve():
+    document = build_asyncapi()
+    text = json.dumps(document)
+    for ref in {part.split('"')[0] for part in text.split('"$ref": "#/')[1:]}:
+        node = document
+        for key in ref.split("/"):
+            node = node[key]
