@@ -63,8 +63,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
+            # Keep headers such as Allow (405); the body, and so its type, is ours.
+            kept = {
+                k: v
+                for k, v in exc.headers.items()
+                if k.lower() not in ("content-type", "content-length")
+            }
             response = problem_response(
-                exc.status, type_uri="about:blank", title=exc.reason, headers=dict(exc.headers)
+                exc.status, type_uri="about:blank", title=exc.reason, headers=kept
             )
         except Exception:
             log.exception("unhandled error", extra={"route": _route_template(request)})

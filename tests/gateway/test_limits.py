@@ -95,3 +95,17 @@ async def test_readyz_reports_both_dependencies(settings):
         assert (await response.json())["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
     finally:
         await client.close()
+
+
+async def test_unknown_paths_and_methods_are_problem_json_not_500(settings):
+    client = await gateway_client(settings)
+    try:
+        missing = await client.get("/no/such/path/here")
+        assert missing.status == 404
+        assert missing.content_type == "application/problem+json"
+        wrong_method = await client.delete("/healthz")
+        assert wrong_method.status == 405
+        assert wrong_method.content_type == "application/problem+json"
+        assert "GET" in wrong_method.headers["Allow"]
+    finally:
+        await client.close()
