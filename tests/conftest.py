@@ -19,6 +19,7 @@ from email.parser import BytesParser
 import aio_pika
 import altcha
 import asyncpg
+import hypothesis
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -26,6 +27,11 @@ from service import db
 from service.amqp import Names
 from service.sealing import generate_key_pair
 from service.settings import Settings
+
+# CI replays the same generated examples on every run (a failure there must reproduce);
+# elsewhere Hypothesis explores new ones each time.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 POSTGRES_URL = os.environ.get("REGISTRAR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("REGISTRAR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")

@@ -4,6 +4,7 @@ gateway app (in-process, on the real PostgreSQL and RabbitMQ)."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -115,12 +116,13 @@ async def test_invite_never_answers_5xx(client, keys, body, path):
     segment=st.text(min_size=1, max_size=60).filter(lambda s: "/" not in s and s not in (".", ".."))
 )
 async def test_path_parameters_of_any_shape_are_4xx(client, keys, segment):
+    segment = quote(segment, safe="")  # as a client puts it on the wire
     for method, path in (
         ("GET", f"/{keys['apiKey']}/register/requests/{segment}"),
         ("PUT", f"/{keys['apiKey']}/register/activate/{segment}"),
         ("GET", f"/invitations/{segment}"),
         ("GET", f"/{segment}/captcha/challenge"),
     ):
-        response = await client.request(method, path.replace("?", "%3F").replace("#", "%23"))
+        response = await client.request(method, path)
         assert_clear_answer(response.status, response.content_type)
         assert response.status in (401, 404, 410), (method, path, response.status)
