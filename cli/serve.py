@@ -1,0 +1,134 @@
+"""The long-running commands: migrate, gateway, worker, and run (everything at once)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from cli.devmail import mailbox_page, start_mailbox
+from cli.workers import run_workers
+from service import db
+from service.gateway.app import create_app
+from service.sealing import generate_key_pair
+from service.settings import Settings
+
+log = logging.getLogger("registrar")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def serve_gateway(
+    settings: Settings,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    customize: Callable[[web.Application], None] | None = None,
+) -> None:
+    """Serve HTTP until `stop`; then stop accepting and finish in-flight requests."""
+    app = create_app(settings)
+    if customize:
+        customize(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("gateway listening", extra={"host": host, "port": port})
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("gateway stopped")
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    async def wrapper() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await main(stop)
+
+    asyncio.run(wrapper())
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    applied = asyncio.run(db.migrate(settings.database_url))
+    print(json.dumps({"applied": applied}))
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> None:
+    if not settings.seal_public_key:
+        sys.exit("REGISTRAR_SEAL_PUBLIC_KEY is not set: run `registrar keys generate` first")
+    _run(lambda stop: serve_gateway(settings, args.host, args.port, stop))
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    _run(lambda stop: run_workers(settings, args.names, stop))
+
+
+def _dev_keys(settings: Settings) -> Settings:
+    """`registrar run` without keys: create a pair once under var/ and reuse it."""
+    if settings.seal_public_key and settings.seal_private_key:
+        return settings
+    path = Path(settings.var_dir) / "seal.env"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        public, private = generate_key_pair()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"REGISTRAR_SEAL_PUBLIC_KEY={public}\nREGISTRAR_SEAL_PRIVATE_KEY={private}\n")
+        log.info("generated a sealing key pair", extra={"path": str(path)})
+    values = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+    return settings.model_copy(
+        update={
+            "seal_public_key": values["REGISTRAR_SEAL_PUBLIC_KEY"],
+            "seal_private_key": Settings(
+                seal_private_key=values["REGISTRAR_SEAL_PRIVATE_KEY"]
+            ).seal_private_key,
+        }
+    )
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    settings = _dev_keys(settings)
+    mailbox = None
+    mail_dir = Path(settings.var_dir) / "mail"
+    if not settings.smtp_url:
+        mailbox = start_mailbox(mail_dir, port=settings.dev_smtp_port)
+        settings = settings.model_copy(
+            update={"smtp_url": f"smtp://127.0.0.1:{settings.dev_smtp_port}"}
+        )
+        log.info(
+            "development mailbox", extra={"smtp_port": settings.dev_smtp_port, "dir": str(mail_dir)}
+        )
+    asyncio.run(db.migrate(settings.database_url))
+
+    def dev_routes(app: web.Application) -> None:
+        if mailbox is not None:
+            page = mailbox_page(mail_dir)
+            app.router.add_get("/_dev/mail", page)
+            app.router.add_get("/_dev/mail/{name}", page)
+
+    async def main(stop: asyncio.Event) -> None:
+        await asyncio.gather(
+            serve_gateway(settings, args.host, args.port, stop, customize=dev_routes),
+            run_workers(settings, ["all"], stop),
+        )
+
+    try:
+        _run(main)
+    finally:
+        if mailbox is not None:
+            mailbox.stop()
