@@ -21,7 +21,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.gateway.auth import enforce_rate_limit
-from service.gateway.body import read_json_object, validate
+from service.gateway.body import model_response, read_json_object, validate
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.invitations import Decision, Invitation
 from service.locales import best_locale
@@ -183,7 +183,7 @@ async def accept_api(request: web.Request) -> web.Response:
             api_key=None,
         )
         if user is not None:
-            return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
+            return model_response(user)
     if decision.mine and decision.decision == "email_taken":
         raise EmailTaken("an account with this email address already exists")
     raise InvitationGone()

@@ -11,6 +11,7 @@ from service import tokens, users
 from service.amqp import BrokerUnavailable
 from service.errors import NotFound, ServiceUnavailable, TokenAlreadyUsed
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.body import model_response
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 
 ACTIVATION_ROW_SQL = """
@@ -60,4 +61,4 @@ async def activate(request: web.Request) -> web.Response:
     )
     if user is None:
         raise NotFound("the user no longer exists")
-    return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return model_response(user)

@@ -47,6 +47,13 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+def model_response(model: BaseModel, *, status: int = 200) -> web.Response:
+    """A JSON response of an output model, in its wire (camelCase) form."""
+    return web.json_response(
+        model.model_dump(mode="json", by_alias=True, exclude_none=True), status=status
+    )
+
+
 def validate(model: type[M], body: dict[str, object]) -> M:
     """Build `model` from a JSON object, or raise a 400 listing every field error."""
     try:

@@ -21,7 +21,7 @@ from service.errors import (
     ValidationFailed,
 )
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
-from service.gateway.body import read_json_object, validate
+from service.gateway.body import model_response, read_json_object, validate
 from service.gateway.idempotency import fingerprint, same_body
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.prefer import parse_prefer
@@ -60,7 +60,7 @@ async def outcome_response(
             api_key=request.match_info["apiKey"],
         )
         if user is not None:
-            return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
+            return model_response(user)
     if record.status == "rejected":
         if tenant.duplicates == "silent" and record.reason == "email_taken":
             return await stand_in_response(request, tenant, record)
@@ -87,7 +87,7 @@ async def stand_in_response(
         locale=record.locale or tenant.default_locale,
         created=record.decided_at,
     )
-    return web.json_response(user.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return model_response(user)
 
 
 async def await_outcome(
