@@ -46,7 +46,7 @@ fmt: venv ## ruff format + ruff check --fix
 	$(BIN)/ruff check --fix .
 
 bench: venv services ## run every bench/*.py
-	@set -e; found=0; for f in bench/*.py; do \
+	@set -e; found=0; for f in bench/[!_]*.py; do \
 		[ -e "$$f" ] || continue; found=1; \
 		echo "== $$f"; $(BIN)/python "$$f"; \
 	done; \

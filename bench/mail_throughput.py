@@ -11,23 +11,17 @@ import argparse
 import asyncio
 import datetime as dt
 import socket
-import statistics
 import subprocess
 import sys
 import time
 import uuid
 
 import aiosmtplib
+from _report import free_port, print_ratios
 
 from schemas.events import EmailRequested
 from workers.mailer import MailSettings, Recipient, render
 from workers.smtp import SmtpConfig, SmtpPool, SmtpSender
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_sink(port: int) -> subprocess.Popen:
@@ -127,11 +121,11 @@ async def main(count: int, rounds: int) -> None:
         sink.terminate()
         sink.wait()
 
-    baseline = statistics.median(rates["new connection per message"])
-    print(f"{count} emails x {rounds} rounds to a local aiosmtpd sink (median emails/s)")
-    for name, values in rates.items():
-        median = statistics.median(values)
-        print(f"  {name:<30} {median:8.1f} emails/s   x{median / baseline:.2f}")
+    print_ratios(
+        f"{count} emails x {rounds} rounds to a local aiosmtpd sink (median)",
+        rates,
+        unit="emails/s",
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
 
 import asyncpg
+from _report import print_ratios
 
 from schemas.events import CloudEvent, UserActivated
 from service import amqp, db
@@ -99,11 +99,11 @@ async def main(count: int, rounds: int) -> None:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
 
-    baseline = statistics.median(rates["confirm each message in turn"])
-    print(f"{count} outbox events x {rounds} rounds, batches of {outbox.BATCH} (median events/s)")
-    for label, values in rates.items():
-        median = statistics.median(values)
-        print(f"  {label:<30} {median:8.0f} events/s   x{median / baseline:.2f}")
+    print_ratios(
+        f"{count} outbox events x {rounds} rounds, batches of {outbox.BATCH} (median)",
+        rates,
+        unit="events/s",
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from _report import free_port, print_ratios
 
 from service import db
 from service.sealing import generate_key_pair
@@ -30,12 +29,6 @@ from service.sealing import generate_key_pair
 POSTGRES = os.environ.get("REGISTRAR_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REGISTRAR = str(Path(sys.executable).parent / "registrar")
 CONCURRENCY = 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_ready(url: str) -> None:
@@ -156,15 +149,12 @@ async def main(count: int, rounds: int) -> None:
     finally:
         await pool.close()
         await cleanup(url, f"bench_{run}")
-    baseline = statistics.median(rates[1])
-    print(
+    print_ratios(
         f"{count} registrations x {rounds} rounds, {CONCURRENCY} concurrent clients "
-        f"(median registrations/s, POST until decided)"
+        "(median, POST until decided)",
+        {f"{workers} registration worker process(es)": v for workers, v in rates.items()},
+        unit="registrations/s",
     )
-    for workers, values in rates.items():
-        median = statistics.median(values)
-        label = f"{workers} registration worker process(es)"
-        print(f"  {label:<36} {median:8.1f} /s   x{median / baseline:.2f}")
 
 
 async def cleanup(url: str, prefix: str) -> None:

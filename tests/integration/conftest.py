@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractConnection
 from argon2 import PasswordHasher, Type
 
-from service import amqp
+from schemas.events import CloudEvent, RegisterRequested, envelope
+from service import amqp, registrations
 from service.amqp import Publisher
-from service.sealing import derive_secret
+from service.sealing import derive_secret, seal
 from service.settings import Settings
 from service.tenants import Tenant, create_tenant
 
@@ -63,3 +66,49 @@ async def publisher(settings: Settings, amqp_connection: AbstractConnection) -> 
         max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    event: CloudEvent
+    data: RegisterRequested
+    password: str
+
+
+@pytest.fixture
+def new_request(pool: asyncpg.Pool, settings: Settings):
+    """Records a pending request as the gateway does and returns its RegisterRequested."""
+
+    async def make(
+        tenant: Tenant,
+        *,
+        email: str,
+        user_name: str,
+        password: str | None = None,
+        sealed_password: str | None = None,
+    ) -> Request:
+        password = password or f"pw-{secrets.token_hex(8)}"
+        request_id = uuid.uuid4()
+        async with pool.acquire() as conn:
+            assert await registrations.insert_request(
+                conn,
+                request_id=request_id,
+                tenant_id=tenant.id,
+                idempotency_key=None,
+                fingerprint=secrets.token_bytes(32),
+                email=email,
+                user_name=user_name,
+                locale="en",
+            )
+        data = RegisterRequested(
+            request_id=request_id,
+            tenant_id=tenant.id,
+            email=email,
+            user_name=user_name,
+            locale="en",
+            activation_url=ACTIVATION_URL,
+            sealed_password=sealed_password or seal(password, settings.seal_public_key),
+        )
+        return Request(envelope(data, subject=str(request_id)), data, password)
+
+    return make

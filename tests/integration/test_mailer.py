@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
@@ -12,10 +11,10 @@ from functools import partial
 import asyncpg
 import pytest
 
-from schemas.events import EmailRequested, InviteRequested, RegisterRequested, envelope, parse
-from service import invitations, registrations, tokens
+from schemas.events import EmailRequested, InviteRequested, envelope, parse
+from service import invitations, tokens
 from service.errors import PermanentError, RetryableError
-from service.sealing import derive_secret, seal
+from service.sealing import derive_secret
 from service.settings import Settings
 from service.tenants import Tenant
 from tests.conftest import free_port, text_of
@@ -204,34 +203,14 @@ async def test_the_email_requested_by_the_registration_worker_carries_a_working_
     tenant: Tenant,
     mailbox,
     smtp,
+    new_request,
 ) -> None:
     """Registration worker -> outbox row -> mailer: the mailed token matches the stored hash."""
     email = f"flow-{uuid.uuid4().hex[:10]}@example.com"
-    request_id = uuid.uuid4()
-    user_name = f"flow{request_id.hex[:8]}"
-    async with pool.acquire() as conn:
-        await registrations.insert_request(
-            conn,
-            request_id=request_id,
-            tenant_id=tenant.id,
-            idempotency_key=None,
-            fingerprint=secrets.token_bytes(32),
-            email=email,
-            user_name=user_name,
-            locale="en",
-        )
-    register = RegisterRequested(
-        request_id=request_id,
-        tenant_id=tenant.id,
-        email=email,
-        user_name=user_name,
-        locale="en",
-        activation_url=ACTIVATION_URL,
-        sealed_password=seal("a fine password", settings.seal_public_key),
-    )
+    request = await new_request(tenant, email=email, user_name=f"flow{uuid.uuid4().hex[:8]}")
     await register_user(
-        envelope(register),
-        register,
+        request.event,
+        request.data,
         pool=pool,
         hasher=hasher,
         private_key=private_key,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import secrets
 import uuid
-from dataclasses import dataclass
 from functools import partial
 
 import asyncpg
@@ -17,25 +15,15 @@ from argon2 import PasswordHasher
 from schemas.events import (
     EVENTS,
     ActivationRequested,
-    CloudEvent,
-    RegisterRequested,
     envelope,
 )
-from service import registrations, tokens
+from service import tokens
 from service.sealing import generate_key_pair, seal
-from service.settings import Settings
 from service.tenants import Tenant
-from tests.integration.conftest import ACTIVATION_URL, MakeTenant
+from tests.integration.conftest import MakeTenant
 from workers import activation, registration
 
 TOKEN_TTL = dt.timedelta(hours=48)
-
-
-@dataclass(frozen=True)
-class Request:
-    event: CloudEvent
-    data: RegisterRequested
-    password: str
 
 
 def unique(prefix: str) -> str:
@@ -63,45 +51,6 @@ def activate(pool: asyncpg.Pool):
 @pytest.fixture
 async def tenant(make_tenant: MakeTenant) -> Tenant:
     return await make_tenant()
-
-
-@pytest.fixture
-def new_request(pool: asyncpg.Pool, settings: Settings):
-    """Records a pending request as the gateway does and returns its RegisterRequested."""
-
-    async def make(
-        tenant: Tenant,
-        *,
-        email: str,
-        user_name: str,
-        password: str | None = None,
-        sealed_password: str | None = None,
-    ) -> Request:
-        password = password or f"pw-{secrets.token_hex(8)}"
-        request_id = uuid.uuid4()
-        async with pool.acquire() as conn:
-            assert await registrations.insert_request(
-                conn,
-                request_id=request_id,
-                tenant_id=tenant.id,
-                idempotency_key=None,
-                fingerprint=secrets.token_bytes(32),
-                email=email,
-                user_name=user_name,
-                locale="en",
-            )
-        data = RegisterRequested(
-            request_id=request_id,
-            tenant_id=tenant.id,
-            email=email,
-            user_name=user_name,
-            locale="en",
-            activation_url=ACTIVATION_URL,
-            sealed_password=sealed_password or seal(password, settings.seal_public_key),
-        )
-        return Request(envelope(data, subject=str(request_id)), data, password)
-
-    return make
 
 
 async def request_row(pool: asyncpg.Pool, request_id: uuid.UUID) -> asyncpg.Record:
