@@ -82,13 +82,7 @@ async def _with_broker(settings: Settings, action):
     connection = await amqp.connect(settings.amqp_url)
     try:
         names = amqp.Names(settings.amqp_prefix)
-        publisher = await amqp.open_publisher(
-            connection,
-            names,
-            max_length=settings.queue_max_length,
-            timeout=settings.confirm_timeout_s,
-            retry_delays=settings.retry_delays_s,
-        )
+        publisher = await amqp.publisher_for(connection, settings)
         return await action(connection, publisher, names)
     finally:
         await connection.close()

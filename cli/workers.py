@@ -126,13 +126,7 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
     pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_prefetch))
     connection = await amqp.connect(settings.amqp_url)
     amqp_names = amqp.Names(settings.amqp_prefix)
-    publisher = await amqp.open_publisher(
-        connection,
-        amqp_names,
-        max_length=settings.queue_max_length,
-        timeout=settings.confirm_timeout_s,
-        retry_delays=settings.retry_delays_s,
-    )
+    publisher = await amqp.publisher_for(connection, settings)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
 

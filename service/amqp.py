@@ -17,6 +17,7 @@ from aiormq.exceptions import AMQPError
 
 from schemas.events import CONTENT_TYPE, CloudEvent
 from service import metrics
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +214,14 @@ async def open_publisher(
         channel, names, max_length=max_length, retry_delays=retry_delays
     )
     return Publisher(channel, exchange, timeout=timeout)
+
+
+async def publisher_for(connection: AbstractRobustConnection, settings: Settings) -> Publisher:
+    """`open_publisher` with this installation's names, limits and retry delays."""
+    return await open_publisher(
+        connection,
+        Names(settings.amqp_prefix),
+        max_length=settings.queue_max_length,
+        timeout=settings.confirm_timeout_s,
+        retry_delays=settings.retry_delays_s,
+    )

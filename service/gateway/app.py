@@ -29,13 +29,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await amqp.connect(settings.amqp_url)
-    app[PUBLISHER] = await amqp.open_publisher(
-        connection,
-        amqp.Names(settings.amqp_prefix),
-        max_length=settings.queue_max_length,
-        timeout=settings.confirm_timeout_s,
-        retry_delays=settings.retry_delays_s,
-    )
+    app[PUBLISHER] = await amqp.publisher_for(connection, settings)
     yield
     await connection.close()
 

@@ -217,12 +217,7 @@ async def test_the_email_requested_by_the_registration_worker_carries_a_working_
         token_key=token_key,
         token_ttl=dt.timedelta(hours=1),
     )
-    body = await pool.fetchval(
-        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
-        "AND body->'data'->>'to' = $1",
-        email,
-    )
-    event, data = parse("email.requested", body.encode())
+    event, data = await email_requested_to(pool, email)
 
     await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
 
@@ -295,12 +290,7 @@ async def test_the_invitation_email_links_to_the_hosted_page_with_the_stored_tok
         token_key=derive_secret(private_key, "invitation-token"),
         ttl=dt.timedelta(days=7),
     )
-    body = await pool.fetchval(
-        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
-        "AND body->'data'->>'to' = $1",
-        email,
-    )
-    event, data = parse("email.requested", body.encode())
+    event, data = await email_requested_to(pool, email)
 
     await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
 
@@ -317,3 +307,13 @@ async def test_the_invitation_email_links_to_the_hosted_page_with_the_stored_tok
     assert found is not None
     assert (found.email, found.organization, found.status) == (email, tenant.name, "pending")
     assert await pool.fetchval("SELECT status FROM emails WHERE id = $1", data.email_id) == "sent"
+
+
+async def email_requested_to(pool: asyncpg.Pool, email: str):
+    """The email.requested command a worker wrote to the outbox for `email`, parsed."""
+    body = await pool.fetchval(
+        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
+        "AND body->'data'->>'to' = $1",
+        email,
+    )
+    return parse("email.requested", body.encode())
