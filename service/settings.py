@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     # Backpressure: a queue holding this many messages refuses new ones (-> 503).
     queue_max_length: int = Field(default=100_000, ge=1)
     confirm_timeout_s: float = 5.0
+    # PostgreSQL: give up connecting, and cancel any statement, after these many seconds,
+    # so an outage turns into a quick 503 / retry instead of a hung request or worker.
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_s: float = Field(default=15.0, gt=0)
+    # A command the gateway recorded but the broker never confirmed is published by the
+    # outbox relay once it is this old (the gateway normally publishes it itself at once).
+    command_grace_s: float = Field(default=30.0, ge=0)
+    # The relay tries a row this many times before parking it (metric, log, `outbox` table).
+    outbox_max_attempts: int = Field(default=5, ge=1)
+    # How long a mailer's claim on an email lasts; after that another copy may take it over.
+    email_lease_s: float = Field(default=120.0, gt=0)
+    # Supervised tasks that hit a transient error restart after a capped, jittered backoff.
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
 
     activation_token_ttl_h: float = 48.0
     invitation_ttl_h: float = 7 * 24.0
