@@ -6,7 +6,7 @@ Module-level collectors in the default registry: one set per process, whatever r
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 HTTP_REQUESTS = Counter(
     "registrar_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -37,6 +37,21 @@ HASH_SECONDS = Histogram(
 )
 EMAILS_SENT = Counter("registrar_emails_sent_total", "Emails accepted by SMTP", ["kind"])
 EMAILS_FAILED = Counter("registrar_emails_failed_total", "Emails given up on", ["kind"])
+EMAIL_LEASE_TAKEOVERS = Counter(
+    "registrar_email_lease_takeovers_total",
+    "Emails re-sent after an earlier claim's lease expired (a crash between the SMTP "
+    "server's 250 and our commit would make this a duplicate)",
+    ["kind"],
+)
+OUTBOX_PARKED = Counter(
+    "registrar_outbox_parked_total",
+    "Outbox rows given up on after repeated failures",
+    ["routing_key"],
+)
+TASK_RESTARTS = Counter(
+    "registrar_task_restarts_total", "Supervised tasks restarted after a transient error", ["task"]
+)
+TASK_UP = Gauge("registrar_task_up", "1 while a supervised task is running and healthy", ["task"])
 
 
 async def metrics_view(_request: web.Request) -> web.Response:
