@@ -21,6 +21,7 @@ from service import db
 from service.gateway.app import create_app
 from service.sealing import generate_key_pair
 from service.settings import Settings
+from service.supervisor import Supervisor
 
 log = logging.getLogger("registrar")
 
@@ -38,20 +39,27 @@ async def serve_gateway(
     port: int,
     stop: asyncio.Event,
     customize: Callable[[web.Application], None] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> None:
-    """Serve HTTP until `stop`; then stop accepting and finish in-flight requests."""
-    app = create_app(settings)
+    """Serve HTTP until `stop`; then stop accepting and finish in-flight requests.
+    A crashed background task stops the gateway too, which then exits non-zero."""
+    own_supervisor = supervisor is None
+    supervisor = supervisor or Supervisor(stop, backoff_max=settings.restart_backoff_max_s)
+    app = create_app(settings, supervisor)
     if customize:
         customize(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("gateway listening", extra={"host": host, "port": port})
     try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("gateway listening", extra={"host": host, "port": port})
         await stop.wait()
     finally:
         await runner.cleanup()
         log.info("gateway stopped")
+    if own_supervisor:
+        await supervisor.close()
+        supervisor.raise_if_failed()
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -122,10 +130,34 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
             app.router.add_get("/_dev/mail/{name}", page)
 
     async def main(stop: asyncio.Event) -> None:
-        await asyncio.gather(
-            serve_gateway(settings, args.host, args.port, stop, customize=dev_routes),
-            run_workers(settings, ["all"], stop),
+        # One supervisor for the whole process: a crash anywhere stops everything.
+        supervisor = Supervisor(stop, backoff_max=settings.restart_backoff_max_s)
+
+        async def stopping_all(part: Awaitable[None]) -> None:
+            try:
+                await part
+            finally:
+                stop.set()  # the gateway does not outlive failed workers, nor vice versa
+
+        results = await asyncio.gather(
+            stopping_all(
+                serve_gateway(
+                    settings,
+                    args.host,
+                    args.port,
+                    stop,
+                    customize=dev_routes,
+                    supervisor=supervisor,
+                )
+            ),
+            stopping_all(run_workers(settings, ["all"], stop, supervisor)),
+            return_exceptions=True,
         )
+        await supervisor.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        supervisor.raise_if_failed()
 
     try:
         _run(main)

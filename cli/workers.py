@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from functools import partial
 import asyncpg
 from argon2 import PasswordHasher, Type
 
-from service import amqp, db, metrics
+from service import amqp, metrics, startup
+from service.listen import Listener
 from service.sealing import derive_secret
 from service.settings import Settings
+from service.supervisor import Supervisor
 from workers import activation, invitation, mailer, outbox, registration
 from workers.runner import Consumer, RetryPolicy
 from workers.smtp import SmtpConfig, SmtpPool
@@ -108,6 +111,7 @@ def mailer_handlers(
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=int(settings.activation_token_ttl_h),
+        lease_s=settings.email_lease_s,
     )
     return {
         "email.requested": partial(
@@ -116,36 +120,81 @@ def mailer_handlers(
     }
 
 
-async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event) -> None:
-    """Run the named workers in this process until `stop` is set, then drain and close."""
+async def run_workers(
+    settings: Settings,
+    names: list[str],
+    stop: asyncio.Event,
+    supervisor: Supervisor | None = None,
+) -> None:
+    """Run the named workers in this process until `stop` is set, then drain and close.
+
+    Every resource is entered once on one AsyncExitStack and closed in reverse order,
+    also when start-up fails half-way. Long-running tasks (the outbox relay and its
+    LISTEN connection) are supervised; consumers are reported on /readyz. When a task
+    crashes, the process stops and exits non-zero (SystemExit from `raise_if_failed`).
+    """
     keys = Keys.from_settings(settings)
     names = resolve_names(names)
     if "mailer" in names and not settings.smtp_url:
         raise SystemExit("REGISTRAR_SMTP_URL is not set; the mailer needs an SMTP server")
+    supervisor = supervisor or Supervisor(stop, backoff_max=settings.restart_backoff_max_s)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await startup.open_pool(settings, max_size=max(4, settings.worker_prefetch))
+        stack.push_async_callback(pool.close)
+        connection = await startup.open_amqp(settings)
+        stack.push_async_callback(connection.close)
+        publisher = await amqp.publisher_for(connection, settings)
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
+        smtp = None
+        if "mailer" in names:
+            smtp = SmtpPool(SmtpConfig.from_url(settings.smtp_url), size=settings.smtp_pool_size)
+            stack.push_async_callback(smtp.close)
 
-    pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_prefetch))
-    connection = await amqp.connect(settings.amqp_url)
+        for consumer in consumers_for(
+            settings, names, consume_channel, publisher, pool, keys, smtp
+        ):
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)  # drains in-flight handlers
+            supervisor.health.probe(f"consumer:{consumer.queue_name}", consumer.status)
+        if "outbox" in names:
+            start_relay(settings, supervisor, pool, publisher, stop)
+        stack.push_async_callback(supervisor.close)  # runs first: tasks end before pools
+        if settings.metrics_port:
+            metrics_server = await metrics.serve_metrics(
+                settings.metrics_host, settings.metrics_port, readiness=supervisor.health.report
+            )
+            stack.push_async_callback(metrics_server.cleanup)
+        log.info("workers running", extra={"workers": names, "metrics_port": settings.metrics_port})
+        await stop.wait()
+        log.info("workers stopping")
+    log.info("workers stopped")
+    supervisor.raise_if_failed()
+
+
+def consumers_for(
+    settings: Settings,
+    names: list[str],
+    channel,
+    publisher: amqp.Publisher,
+    pool: asyncpg.Pool,
+    keys: Keys,
+    smtp: SmtpPool | None,
+) -> list[Consumer]:
+    """One consumer per worker queue named, with its handlers and retry queues."""
     amqp_names = amqp.Names(settings.amqp_prefix)
-    publisher = await amqp.publisher_for(connection, settings)
-    consume_channel = await connection.channel()
-    await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
-
-    smtp = (
-        SmtpPool(SmtpConfig.from_url(settings.smtp_url), size=settings.smtp_pool_size)
-        if "mailer" in names
-        else None
-    )
     handlers = {
         "registration": lambda: registration_handlers(settings, pool, keys),
         "invitation": lambda: invitation_handlers(settings, pool, keys),
         "mailer": lambda: mailer_handlers(settings, pool, keys, smtp),
     }
     dead_letter_hooks = {
+        "registration": {"register.requested": partial(registration.record_failure, pool=pool)},
         "mailer": {"email.requested": partial(mailer.record_failure, pool=pool)},
     }
-    consumers = [
+    return [
         Consumer(
-            consume_channel,
+            channel,
             amqp_names.queue(name),
             handlers[name](),
             retry=RetryPolicy(
@@ -157,29 +206,33 @@ async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event)
         for name in names
         if name in handlers
     ]
-    tasks = []
-    if "outbox" in names:
-        relay = outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
-        tasks.append(asyncio.create_task(relay))
-    for consumer in consumers:
-        await consumer.start()
-    metrics_server = (
-        await metrics.serve_metrics(settings.metrics_host, settings.metrics_port)
-        if settings.metrics_port
-        else None
+
+
+def start_relay(
+    settings: Settings,
+    supervisor: Supervisor,
+    pool: asyncpg.Pool,
+    publisher: amqp.Publisher,
+    stop: asyncio.Event,
+) -> None:
+    """The outbox relay and the LISTEN connection that wakes it, both supervised."""
+    wake = asyncio.Event()
+    listener = Listener(
+        settings.database_url,
+        outbox.CHANNEL,
+        lambda _payload: wake.set(),
+        connect_timeout=settings.db_connect_timeout_s,
     )
-    log.info("workers running", extra={"workers": names, "metrics_port": settings.metrics_port})
-    try:
-        await stop.wait()
-    finally:
-        log.info("workers stopping")
-        for consumer in consumers:
-            await consumer.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if smtp is not None:
-            await smtp.close()
-        if metrics_server is not None:
-            await metrics_server.cleanup()
-        await connection.close()
-        await pool.close()
-        log.info("workers stopped")
+    supervisor.start("outbox-listener", listener.run)
+    supervisor.health.probe("outbox-listener", listener.status)
+    supervisor.start(
+        "outbox-relay",
+        partial(
+            outbox.relay,
+            pool,
+            publisher,
+            wake=wake,
+            stop=stop,
+            max_attempts=settings.outbox_max_attempts,
+        ),
+    )

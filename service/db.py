@@ -22,10 +22,28 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool with JSON codecs installed on every connection."""
+async def create_pool(
+    database_url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 5.0,
+    statement_timeout: float = 15.0,
+) -> asyncpg.Pool:
+    """A pool with JSON codecs installed on every connection.
+
+    Bounded waits everywhere: connecting gives up after `connect_timeout`, and the server
+    cancels any statement after `statement_timeout` (the client stops waiting a little
+    later), so a database outage becomes a quick error (503, retry) instead of a hang.
+    """
     return await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout + 1,
+        server_settings={"statement_timeout": str(round(statement_timeout * 1000))},
     )
 
 

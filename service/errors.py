@@ -98,6 +98,15 @@ class RateLimited(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, slug, title = 503, "unavailable", "Temporarily unavailable, retry later"
+    retry_after_s = 5
+
+    def __init__(self, detail: str | None = None, **kwargs: Any):
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after_s))
+
+
+class RegistrationFailed(ServiceUnavailable):
+    slug, title = "registration-failed", "The registration could not be processed"
 
 
 # --- message fate, for workers ---------------------------------------------------------

@@ -5,6 +5,8 @@ Module-level collectors in the default registry: one set per process, whatever r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -62,15 +64,27 @@ async def metrics_view(_request: web.Request) -> web.Response:
     return response
 
 
-async def serve_metrics(host: str, port: int) -> web.AppRunner:
-    """A small HTTP server for a worker process: /metrics and /healthz."""
+async def serve_metrics(
+    host: str, port: int, *, readiness: Callable[[], dict[str, str]] | None = None
+) -> web.AppRunner:
+    """A small HTTP server for a worker process: /metrics, /healthz, and /readyz (each
+    essential task and consumer: "ok" or why not; 503 unless all are ok)."""
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = readiness() if readiness else {}
+        ready = all(value == "ok" for value in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status=200 if ready else 503,
+        )
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

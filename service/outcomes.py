@@ -1,8 +1,9 @@
 """Waiting for a worker's decision without busy polling.
 
 Workers `pg_notify('registrar_decided', <id>)` in the transaction that decides a request;
-the gateway LISTENs once and wakes the waiters for that id. A slow poll remains as the
-safety net, so a lost notification (e.g. a reconnect) costs latency, never correctness.
+the gateway LISTENs once (service.listen, reopened after a database restart) and wakes
+the waiters for that id. A slow poll remains as the safety net, so a lost notification
+costs latency, never correctness.
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ class OutcomeWaiter:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._conn: asyncpg.Connection | None = None
 
-    async def start(self, database_url: str) -> None:
-        self._conn = await asyncpg.connect(database_url)
-        await self._conn.add_listener(CHANNEL, self._on_notify)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        for event in self._waiters.get(payload, ()):
+    def notify(self, payload: str) -> None:
+        """A decision about `payload` was announced; "" (the LISTEN connection was just
+        opened, announcements may have been missed) wakes every waiter to re-check."""
+        if payload:
+            events = self._waiters.get(payload, ())
+        else:
+            events = {event for waiting in self._waiters.values() for event in waiting}
+        for event in events:
             event.set()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(events) for events in self._waiters.values())
 
     async def wait_for(
         self, key: str, check: Callable[[], Awaitable[T | None]], *, timeout: float

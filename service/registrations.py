@@ -9,7 +9,7 @@ from typing import Literal
 
 import asyncpg
 
-Status = Literal["pending", "registered", "rejected"]
+Status = Literal["pending", "registered", "rejected", "failed"]
 
 
 @dataclass(frozen=True)

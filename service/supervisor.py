@@ -107,6 +107,60 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+class Supervisor:
+    """Owns one process's supervised tasks: starts them, reports their health, stops
+    them, and remembers the first fatal error, after which the process must exit non-zero.
+
+    Not an asyncio.TaskGroup because tasks start from more than one place (the worker
+    root, and the gateway's aiohttp cleanup_ctx); the rule is the same: a crash of one
+    stops them all, and nothing outlives `close()`.
+    """
+
+    def __init__(self, stop: asyncio.Event, *, backoff_max: float = 30.0) -> None:
+        self.stop = stop
+        self.health = Health()
+        self.failure: BaseException | None = None
+        self._backoff_max = backoff_max
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run `run` supervised (see `supervise`) until the process stops."""
+        task = asyncio.create_task(self._guard(name, run), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await supervise(
+                name, run, health=self.health, stop=self.stop, backoff_max=self._backoff_max
+            )
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = exc
+            self.stop.set()  # one crashed task stops the process
+
+    async def cancel(self, task: asyncio.Task[None], *, grace_s: float = 10.0) -> None:
+        """Give a task `grace_s` to notice `stop` and finish, then cancel it."""
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def close(self) -> None:
+        """Stop every task (after setting `stop`) and wait for them."""
+        self.stop.set()
+        for task in list(self._tasks):
+            await self.cancel(task)
+
+    def raise_if_failed(self) -> None:
+        """After shutdown: exit non-zero if a task crashed (its traceback is logged)."""
+        if self.failure is not None:
+            raise SystemExit(f"stopped because a task crashed: {self.failure!r}")
+
+
 async def supervise(
     name: str,
     run: Callable[[], Awaitable[None]],
@@ -127,7 +181,7 @@ async def supervise(
         started = time.monotonic()
         health.up(name)
         try:
-            await run()
+            await _until_stopped(run, stop)
         except Exception as exc:
             if not is_transient(exc):
                 health.down(name, f"crashed: {type(exc).__name__}")
@@ -152,6 +206,29 @@ async def supervise(
             health.down(name, "returned")
             raise RuntimeError(f"task {name!r} returned while the process was running")
     health.down(name, "stopped")
+
+
+async def _until_stopped(
+    run: Callable[[], Awaitable[None]], stop: asyncio.Event, *, grace_s: float = 10.0
+) -> None:
+    """Await `run()`; once `stop` is set, give it `grace_s` to return by itself (a relay
+    finishing its batch), then cancel it (a listener waiting forever)."""
+    work = asyncio.ensure_future(run())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            await asyncio.wait({work}, timeout=grace_s)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return
+        work.result()  # raises what run() raised
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
 
 
 async def retry_transient(

@@ -26,6 +26,8 @@ from workers.passwords import hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
+# A request still to decide; 'failed' ones come back when an operator replays the DLQ.
+OPEN = ("pending", "failed")
 UNIQUE_REASONS = {"users_tenant_email": "email_taken", "users_tenant_user_name": "username_taken"}
 
 
@@ -115,7 +117,7 @@ async def register_user(
     status = await pool.fetchval(
         "SELECT status FROM registration_requests WHERE id = $1", data.request_id
     )
-    if status != "pending":
+    if status not in OPEN:
         return  # decided already (redelivery or idempotent republish) or unknown
     try:
         password = unseal(data.sealed_password, private_key)
@@ -130,7 +132,7 @@ async def register_user(
         locked = await conn.fetchval(
             "SELECT status FROM registration_requests WHERE id = $1 FOR UPDATE", data.request_id
         )
-        if locked != "pending":
+        if locked not in OPEN:
             return
         if password_hash is None:
             await _reject(conn, data, "invalid_request")
@@ -184,4 +186,22 @@ async def register_user(
         await announce(conn, str(data.request_id))
     log.info(
         "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
+    )
+
+
+async def record_failure(
+    event: CloudEvent, data: RegisterRequested, *, pool: asyncpg.Pool, error: str
+) -> None:
+    """The command is being dead-lettered: say so on the request (its status resource
+    answers 503 instead of 202 forever) and wake the gateway if it is waiting."""
+    async with pool.acquire() as conn, conn.transaction():
+        failed = await conn.fetchval(
+            "UPDATE registration_requests SET status = 'failed', reason = 'processing_failed', "
+            "decided_at = now() WHERE id = $1 AND status = 'pending' RETURNING true",
+            data.request_id,
+        )
+        if failed:
+            await announce(conn, str(data.request_id))
+    log.error(
+        "registration failed", extra={"request_id": str(data.request_id), "error": error[:300]}
     )

@@ -1,10 +1,13 @@
 """Consuming a queue: one typed handler per routing key, message fate decided by exceptions.
 
-* handler returns          -> ack (its transaction has committed by then)
-* PermanentError / bad msg -> dead-letter queue (after the routing key's dead-letter hook)
-* anything else            -> a copy goes to the next retry queue (which returns it to the
-                              work queue after its delay) and the original is acked; with
-                              no retry left, the message is dead-lettered as above
+* handler returns            -> ack (its transaction has committed by then)
+* RetryableError, or a lost  -> a copy goes to the next retry queue (which returns it to the
+  connection / timeout          work queue after its delay) and the original is acked; with
+  (service.supervisor)          no retry left, the message is dead-lettered as below
+* PermanentError, a message  -> dead-letter queue at once (after the routing key's
+  we cannot parse, or any       dead-letter hook), its traceback in the log: a bug does not
+  other exception (a bug)       get better by waiting 12 minutes, and `registrar dlq replay`
+                                brings the message back once it is fixed
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from service import metrics
 from service.amqp import BrokerUnavailable, Publisher
 from service.errors import PermanentError
 from service.logs import correlation_id
+from service.supervisor import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ def retry_copy(message: AbstractIncomingMessage, retries: int) -> aio_pika.Messa
     )
 
 
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 class Consumer:
     """Feeds one queue's messages to handlers; `stop()` drains what is in flight."""
 
@@ -87,6 +95,17 @@ class Consumer:
         self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
         self._tag = await self._queue.consume(self._on_message)
         log.info("consuming", extra={"queue": self._queue_name})
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name
+
+    def status(self) -> str:
+        """For /readyz: "ok" while the channel is open and our consumer is registered.
+        (aio-pika's robust channel re-registers it by itself after a reconnect.)"""
+        if self._tag is None:
+            return "not started"
+        return "detached" if self._channel.is_closed else "ok"
 
     async def stop(self) -> None:
         """Stop taking messages, then wait for the ones being handled."""
@@ -115,15 +134,21 @@ class Consumer:
             routing_key = self._routing_key_of(event)
             _, data = parse(routing_key, message.body)
         except (PermanentError, ValueError, ValidationError) as exc:
-            log.error("unprocessable message dead-lettered", extra={"error": str(exc)[:500]})
+            log.error(
+                "unprocessable message dead-lettered",
+                exc_info=True,
+                extra={"error": str(exc)[:500], "queue": self._queue_name},
+            )
+            metrics.CONSUMED.labels(self._queue_name, "unparseable", "dead_letter").inc()
             await message.reject(requeue=False)
             return
         try:
             await self._handlers[routing_key](event, data)
-        except PermanentError as exc:
-            await self._dead_letter(message, event, data, routing_key, str(exc))
         except Exception as exc:
-            await self._retry_later(message, event, data, routing_key, exc)
+            if is_transient(exc):
+                await self._retry_later(message, event, data, routing_key, exc)
+            else:
+                await self._dead_letter(message, event, data, routing_key, describe(exc), exc)
         else:
             await message.ack()
             metrics.CONSUMED.labels(self._queue_name, routing_key, "ack").inc()
@@ -144,9 +169,9 @@ class Consumer:
         exc: Exception,
     ) -> None:
         retries = retries_of(message)
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        error = describe(exc)
         if self._retry is None or retries >= len(self._retry.queues):
-            await self._dead_letter(message, event, data, routing_key, f"gave up: {error}")
+            await self._dead_letter(message, event, data, routing_key, f"gave up: {error}", exc)
             return
         queue = self._retry.queues[retries]
         try:
@@ -158,6 +183,7 @@ class Consumer:
         metrics.CONSUMED.labels(self._queue_name, routing_key, "retry").inc()
         log.warning(
             "handler failed, retrying later",
+            exc_info=exc,
             extra={"routing_key": routing_key, "error": error, "retry": retries + 1, "via": queue},
         )
 
@@ -168,6 +194,7 @@ class Consumer:
         data: Any,
         routing_key: str,
         error: str,
+        exc: BaseException,
     ) -> None:
         hook = self._on_dead_letter.get(routing_key)
         if hook is not None:
@@ -177,6 +204,10 @@ class Consumer:
                 log.exception("dead-letter hook failed; requeueing")
                 await message.nack(requeue=True)
                 return
-        log.error("message dead-lettered", extra={"routing_key": routing_key, "error": error})
+        log.error(
+            "message dead-lettered",
+            exc_info=exc,
+            extra={"routing_key": routing_key, "error": error},
+        )
         metrics.CONSUMED.labels(self._queue_name, routing_key, "dead_letter").inc()
         await message.reject(requeue=False)

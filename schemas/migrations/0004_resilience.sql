@@ -21,3 +21,9 @@ ALTER TABLE outbox
 DROP INDEX outbox_unpublished;
 CREATE INDEX outbox_unpublished ON outbox (available_at, id)
     WHERE published_at IS NULL AND parked_at IS NULL;
+
+-- A registration whose command was dead-lettered (it could not be processed) is 'failed'
+-- instead of pending forever; `registrar dlq replay` brings it back to life.
+ALTER TABLE registration_requests DROP CONSTRAINT registration_requests_status_check;
+ALTER TABLE registration_requests ADD CONSTRAINT registration_requests_status_check
+    CHECK (status IN ('pending', 'registered', 'rejected', 'failed'));

@@ -12,12 +12,10 @@ from pydantic import ValidationError
 from schemas.events import InvitationAcceptRequested, envelope
 from schemas.http import AcceptInvitation
 from service import i18n, invitations, users
-from service.amqp import BrokerUnavailable
 from service.errors import (
     EmailTaken,
     InvitationGone,
     NotFound,
-    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from service.gateway.auth import enforce_rate_limit
@@ -93,12 +91,8 @@ async def submit(
             sealed_password=seal(form.password, settings.seal_public_key or ""),
         )
     )
-    try:
-        await request.app[PUBLISHER].publish("invitation.accept.requested", command)
-    except BrokerUnavailable:
-        raise ServiceUnavailable(
-            "the message broker did not accept the request", headers={"Retry-After": "5"}
-        ) from None
+    # BrokerUnavailable propagates: the problem middleware answers 503.
+    await request.app[PUBLISHER].publish("invitation.accept.requested", command)
     pool = request.app[POOL]
     return await request.app[WAITER].wait_for(
         str(invitation.id),

@@ -8,8 +8,7 @@ from aiohttp import web
 
 from schemas.events import ActivationRequested, envelope
 from service import tokens, users
-from service.amqp import BrokerUnavailable
-from service.errors import NotFound, ServiceUnavailable, TokenAlreadyUsed
+from service.errors import NotFound, TokenAlreadyUsed
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
 from service.gateway.body import model_response
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
@@ -36,12 +35,8 @@ async def activate(request: web.Request) -> web.Response:
         raise NotFound("the activation token has expired")
 
     command = envelope(ActivationRequested(token_id=row["id"], tenant_id=tenant.id))
-    try:
-        await request.app[PUBLISHER].publish("activation.requested", command)
-    except BrokerUnavailable:
-        raise ServiceUnavailable(
-            "the message broker did not accept the request", headers={"Retry-After": "5"}
-        ) from None
+    # BrokerUnavailable propagates: the problem middleware answers 503.
+    await request.app[PUBLISHER].publish("activation.requested", command)
 
     async def check() -> bool | None:
         used_by = await pool.fetchval(

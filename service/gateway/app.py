@@ -2,48 +2,70 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import amqp, db, metrics
+from service import amqp, metrics, outcomes, startup
 from service.gateway import accept, activation, health, invite, openapi, register
-from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, WAITER
+from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, SUPERVISOR, WAITER
 from service.gateway.middleware import problem_middleware
+from service.listen import Listener
 from service.outcomes import OutcomeWaiter
 from service.ratelimit import RateLimiter
 from service.settings import Settings
+from service.supervisor import Supervisor
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[POOL] = await db.create_pool(settings.database_url)
-    waiter = OutcomeWaiter()
-    await waiter.start(settings.database_url)
-    app[WAITER] = waiter
+    app[POOL] = await startup.open_pool(settings)
     yield
-    await waiter.close()
     await app[POOL].close()
+
+
+async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
+    """LISTEN for workers' decisions, reopened after a database restart."""
+    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
+    app[WAITER] = waiter = OutcomeWaiter()
+    listener = Listener(
+        settings.database_url,
+        outcomes.CHANNEL,
+        waiter.notify,
+        connect_timeout=settings.db_connect_timeout_s,
+    )
+    task = supervisor.start("outcome-listener", listener.run)
+    supervisor.health.probe("outcome-listener", listener.status)
+    yield
+    await supervisor.cancel(task, grace_s=0)
 
 
 async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    connection = await amqp.connect(settings.amqp_url)
+    connection = await startup.open_amqp(settings)
     app[PUBLISHER] = await amqp.publisher_for(connection, settings)
     yield
     await connection.close()
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway application; resources open on startup and close on cleanup."""
+def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.Application:
+    """The gateway application; resources open on startup and close on cleanup.
+
+    `supervisor` owns the gateway's background tasks (the LISTEN connection); the process
+    root passes its own so that a crashed task ends the process. Tests may leave it out.
+    """
     if not settings.seal_public_key:
         raise ValueError("REGISTRAR_SEAL_PUBLIC_KEY is not set (see `registrar keys generate`)")
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[SUPERVISOR] = supervisor or Supervisor(
+        asyncio.Event(), backoff_max=settings.restart_backoff_max_s
+    )
     app[LIMITER] = RateLimiter(
         rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )
-    app.cleanup_ctx.extend([_postgres, _rabbitmq])
+    app.cleanup_ctx.extend([_postgres, _outcome_listener, _rabbitmq])
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.metrics_view)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from service import captcha
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
-from service.gateway.keys import POOL, PUBLISHER, SETTINGS
+from service.gateway.keys import POOL, PUBLISHER, SETTINGS, SUPERVISOR
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -15,14 +15,16 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Postgres answers and the broker connection is open."""
+    """Postgres answers, the broker connection is open, and every essential background
+    task (the LISTEN connection) is alive."""
     checks: dict[str, str] = {}
     try:
-        await request.app[POOL].fetchval("SELECT 1")
+        await request.app[POOL].fetchval("SELECT 1", timeout=2)
         checks["postgres"] = "ok"
     except Exception as exc:  # any failure means "not ready", never a 500
         checks["postgres"] = type(exc).__name__
     checks["rabbitmq"] = "ok" if request.app[PUBLISHER].is_connected else "disconnected"
+    checks.update(request.app[SUPERVISOR].health.report())
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},

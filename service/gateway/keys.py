@@ -9,9 +9,11 @@ from service.amqp import Publisher
 from service.outcomes import OutcomeWaiter
 from service.ratelimit import RateLimiter
 from service.settings import Settings
+from service.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", Publisher)
 WAITER = web.AppKey("waiter", OutcomeWaiter)
 LIMITER = web.AppKey("limiter", RateLimiter)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

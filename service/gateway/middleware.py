@@ -10,8 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service import metrics
-from service.errors import ApiError
+from service.errors import ApiError, ServiceUnavailable
 from service.logs import correlation_id
+from service.supervisor import is_transient
 
 log = logging.getLogger("registrar.access")
 PROBLEM_JSON = "application/problem+json"
@@ -72,9 +73,27 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = problem_response(
                 exc.status, type_uri="about:blank", title=exc.reason, headers=kept
             )
-        except Exception:
-            log.exception("unhandled error", extra={"route": _route_template(request)})
-            response = problem_response(500, type_uri="about:blank", title="Internal Server Error")
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("unhandled error", extra={"route": _route_template(request)})
+                response = problem_response(
+                    500, type_uri="about:blank", title="Internal Server Error"
+                )
+            else:
+                # PostgreSQL or RabbitMQ is away (restart, failover, full queue): the client
+                # may retry; with the same Idempotency-Key nothing is done twice.
+                log.warning(
+                    "dependency unavailable",
+                    extra={"route": _route_template(request), "error": type(exc).__name__},
+                )
+                unavailable = ServiceUnavailable("a dependency is unavailable; retry later")
+                response = problem_response(
+                    unavailable.status,
+                    type_uri=unavailable.type_uri,
+                    title=unavailable.title,
+                    detail=unavailable.detail,
+                    headers=unavailable.headers,
+                )
         response.headers["X-Request-Id"] = request_id
         route = _route_template(request)
         elapsed = time.perf_counter() - started

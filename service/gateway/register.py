@@ -6,31 +6,28 @@ import uuid
 
 from aiohttp import web
 
-from schemas.events import ActivationResendRequested, RegisterRequested, envelope
+from schemas.events import ActivationResendRequested, envelope
 from schemas.http import RegisterRequest, RequestStatus, ResendRequest
-from service import captcha, registrations, users
-from service.amqp import BrokerUnavailable
+from service import registrations, users
 from service.errors import (
     CaptchaFailed,
     EmailTaken,
-    IdempotencyKeyReused,
     NotFound,
     RegistrationDisabled,
-    ServiceUnavailable,
+    RegistrationFailed,
     UserNameTaken,
     ValidationFailed,
 )
 from service.gateway.auth import enforce_rate_limit, tenant_from_path
 from service.gateway.body import model_response, read_json_object, validate
-from service.gateway.idempotency import fingerprint, same_body
+from service.gateway.idempotency import fingerprint
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.prefer import parse_prefer
 from service.locales import best_locale
 from service.registrations import RequestRecord
-from service.sealing import seal
+from service.submissions import Submission, submit_registration
 from service.tenants import Tenant
 
-RETRY_AFTER_S = "5"
 REJECTION_ERRORS = {"email_taken": EmailTaken, "username_taken": UserNameTaken}
 
 
@@ -66,6 +63,11 @@ async def outcome_response(
             return await stand_in_response(request, tenant, record)
         error = REJECTION_ERRORS.get(record.reason or "", ValidationFailed)
         raise error(f"registration rejected: {record.reason}", requestId=str(record.id))
+    if record.status == "failed":
+        raise RegistrationFailed(
+            "the registration could not be processed; submit it again later",
+            requestId=str(record.id),
+        )
     return None
 
 
@@ -106,59 +108,6 @@ def locale_of(request: web.Request, tenant: Tenant) -> str:
     return best_locale(request.headers.get("Accept-Language"), default=tenant.default_locale)
 
 
-async def publish_request(
-    request: web.Request, tenant: Tenant, form: RegisterRequest, request_id: uuid.UUID
-) -> None:
-    settings = request.app[SETTINGS]
-    event = RegisterRequested(
-        request_id=request_id,
-        tenant_id=tenant.id,
-        email=form.email,
-        user_name=form.user_name,
-        locale=locale_of(request, tenant),
-        activation_url=form.activation_url,
-        sealed_password=seal(form.password, settings.seal_public_key or ""),
-    )
-    await request.app[PUBLISHER].publish("register.requested", envelope(event))
-
-
-async def record_request(
-    request: web.Request, tenant: Tenant, form: RegisterRequest, body: dict[str, object]
-) -> tuple[uuid.UUID, bool]:
-    """Find (idempotent retry) or create the pending request; returns (id, is_new)."""
-    pool = request.app[POOL]
-    key = request.headers.get("Idempotency-Key")
-    print_ = fingerprint(tenant, body)
-    if key is not None:
-        existing = await registrations.find_by_idempotency_key(pool, tenant_id=tenant.id, key=key)
-        if existing is not None:
-            if not same_body(existing.body_fingerprint, print_):
-                raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
-            return existing.id, False
-    request_id = uuid.uuid4()
-    async with pool.acquire() as conn, conn.transaction():
-        if tenant.captcha == "pow":
-            await captcha.consume_solution(
-                conn,
-                tenant,
-                identifier=form.challenge_identifier,
-                response=form.challenge_response,
-            )
-        inserted = await registrations.insert_request(
-            conn,
-            request_id=request_id,
-            tenant_id=tenant.id,
-            idempotency_key=key,
-            fingerprint=print_,
-            email=form.email,
-            user_name=form.user_name,
-            locale=locale_of(request, tenant),
-        )
-    if not inserted:  # a concurrent retry with the same key won the race
-        return await record_request(request, tenant, form, body)
-    return request_id, True
-
-
 async def register(request: web.Request) -> web.Response:
     """POST /{apiKey}/register"""
     enforce_rate_limit(request)
@@ -175,29 +124,24 @@ async def register(request: web.Request) -> web.Response:
     if tenant.captcha == "pow" and not form.challenge_response:
         raise CaptchaFailed("challengeResponse is required")
     preference = parse_prefer(request.headers.getall("Prefer", []))
-
-    request_id, is_new = await record_request(request, tenant, form, body)
-    record = await registrations.get_request(
-        request.app[POOL], tenant_id=tenant.id, request_id=request_id
+    settings = request.app[SETTINGS]
+    submission = Submission(
+        tenant=tenant,
+        form=form,
+        fingerprint=fingerprint(tenant, body),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+        locale=locale_of(request, tenant),
     )
-    if record is not None and record.status == "pending":
-        # New, or an idempotent retry of a request whose event may never have been
-        # confirmed: (re)publishing is safe because the worker deduplicates by request id.
-        try:
-            await publish_request(request, tenant, form, request_id)
-        except BrokerUnavailable:
-            if is_new:
-                async with request.app[POOL].acquire() as conn, conn.transaction():
-                    await registrations.delete_pending(conn, request_id)
-                    await captcha.release_solution(conn, form.challenge_identifier)
-            raise ServiceUnavailable(
-                "the message broker did not accept the request",
-                headers={"Retry-After": RETRY_AFTER_S},
-            ) from None
-
+    request_id = await submit_registration(
+        request.app[POOL],
+        request.app[PUBLISHER],
+        submission,
+        public_key=settings.seal_public_key or "",
+        grace_s=settings.command_grace_s,
+    )
     if preference.respond_async:
         return pending_response(request, request_id, **{"Preference-Applied": "respond-async"})
-    wait = preference.wait if preference.wait is not None else request.app[SETTINGS].register_wait_s
+    wait = preference.wait if preference.wait is not None else settings.register_wait_s
     response = await await_outcome(request, tenant, request_id, timeout=wait)
     return response or pending_response(request, request_id)
 
@@ -224,11 +168,5 @@ async def resend_activation(request: web.Request) -> web.Response:
     tenant = await tenant_from_path(request)
     form = validate(ResendRequest, await read_json_object(request))
     command = ActivationResendRequested(tenant_id=tenant.id, email=form.email)
-    try:
-        await request.app[PUBLISHER].publish("activation.resend.requested", envelope(command))
-    except BrokerUnavailable:
-        raise ServiceUnavailable(
-            "the message broker did not accept the request",
-            headers={"Retry-After": RETRY_AFTER_S},
-        ) from None
+    await request.app[PUBLISHER].publish("activation.resend.requested", envelope(command))
     return web.Response(status=204)

@@ -3,12 +3,11 @@ rate limits and backpressure, which need settings the shared e2e processes do no
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from service import tenants
 from service.gateway.app import create_app
 from service.settings import Settings
 from tests.conftest import drop_topology
@@ -25,14 +24,6 @@ BODY = {
 def body() -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     return {**BODY, "email": f"{tag}@example.com", "userName": f"u{tag}"}
-
-
-@pytest.fixture
-async def api_key(pool) -> str:
-    _, key = await tenants.create_tenant(
-        pool, name="limits", activation_url_prefixes=["https://app.example.com/"]
-    )
-    return key
 
 
 async def gateway_client(settings: Settings, **overrides) -> TestClient:
@@ -87,14 +78,28 @@ async def test_full_queue_answers_503_and_leaves_no_pending_request(
         await drop_topology(amqp_connection, prefix)
 
 
-async def test_readyz_reports_both_dependencies(settings):
+async def test_readyz_reports_both_dependencies_and_the_listener(settings):
     client = await gateway_client(settings)
     try:
-        response = await client.get("/readyz")
-        assert response.status == 200
-        assert (await response.json())["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
+        response = await wait_ready(client)
+        assert (await response.json())["checks"] == {
+            "postgres": "ok",
+            "rabbitmq": "ok",
+            "outcome-listener": "ok",
+        }
     finally:
         await client.close()
+
+
+async def wait_ready(client: TestClient, timeout: float = 10):
+    """/readyz once it answers 200 (the LISTEN connection opens in the background)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get("/readyz")
+        if response.status == 200 or asyncio.get_running_loop().time() > deadline:
+            assert response.status == 200, await response.text()
+            return response
+        await asyncio.sleep(0.1)
 
 
 async def test_unknown_paths_and_methods_are_problem_json_not_500(settings):

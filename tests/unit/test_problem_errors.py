@@ -26,6 +26,7 @@ EXPECTED = {
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused"),
     errors.RateLimited: (429, "rate-limited"),
     errors.ServiceUnavailable: (503, "unavailable"),
+    errors.RegistrationFailed: (503, "registration-failed"),
 }
 
 
@@ -90,3 +91,8 @@ def test_message_fate_errors_are_not_api_errors() -> None:
     assert not issubclass(errors.RetryableError, ApiError)
     assert not issubclass(errors.PermanentError, ApiError)
     assert not issubclass(errors.RetryableError, errors.PermanentError)
+
+
+def test_every_503_tells_the_client_when_to_retry() -> None:
+    assert errors.ServiceUnavailable().headers["Retry-After"] == "5"
+    assert errors.RegistrationFailed("x").headers["Retry-After"] == "5"

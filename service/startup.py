@@ -1,0 +1,40 @@
+"""Opening a process's connections, waiting for PostgreSQL and RabbitMQ to come up.
+
+A process started while a dependency restarts (a deploy, a failover) waits for it with
+backoff for a while instead of crashing; after `STARTUP_DEADLINE_S` it gives up with the
+last error, and the orchestrator restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+
+from service import amqp, db
+from service.settings import Settings
+from service.supervisor import retry_transient
+
+STARTUP_DEADLINE_S = 60.0
+
+
+async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
+    """The PostgreSQL pool, with the settings' timeouts."""
+    return await retry_transient(
+        lambda: db.create_pool(
+            settings.database_url,
+            max_size=max_size,
+            connect_timeout=settings.db_connect_timeout_s,
+            statement_timeout=settings.db_statement_timeout_s,
+        ),
+        what="connecting to PostgreSQL",
+        deadline_s=STARTUP_DEADLINE_S,
+    )
+
+
+async def open_amqp(settings: Settings) -> AbstractRobustConnection:
+    """The robust RabbitMQ connection (it reconnects by itself once open)."""
+    return await retry_transient(
+        lambda: amqp.connect(settings.amqp_url),
+        what="connecting to RabbitMQ",
+        deadline_s=STARTUP_DEADLINE_S,
+    )

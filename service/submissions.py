@@ -1,0 +1,179 @@
+"""Taking a registration request: record it, publish its command, survive failures.
+
+The gateway's view parses and shapes the answer; this module does the steps in between,
+in the order that makes every failure safe:
+
+1. one transaction: consume the captcha solution, insert the pending request and keep
+   its command in the outbox (service.commands) for the relay, after a grace period;
+2. publish the command and wait for the broker's confirm;
+3. if the broker refuses: undo step 1 (the client gets a 503 and may simply retry).
+
+A retry with the same Idempotency-Key finds the request of step 1 and publishes its
+command again (same CloudEvents id: the worker applies it once).
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from schemas.events import CloudEvent, InviteRequested, RegisterRequested, envelope
+from schemas.http import RegisterRequest
+from service import captcha, commands, registrations
+from service.amqp import BrokerUnavailable, Publisher
+from service.errors import IdempotencyKeyReused
+from service.sealing import seal
+from service.tenants import Tenant
+
+ROUTING_KEY = "register.requested"
+INVITE_KEY = "invite.requested"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the client sent, already validated and fingerprinted."""
+
+    tenant: Tenant
+    form: RegisterRequest
+    fingerprint: bytes
+    idempotency_key: str | None
+    locale: str
+
+
+def register_command(
+    submission: Submission, request_id: uuid.UUID, *, public_key: str
+) -> CloudEvent:
+    """The RegisterRequested command; its CloudEvents id is the request id, so every copy
+    of it (republished on retry, or by the relay) is recognisably the same command."""
+    form = submission.form
+    data = RegisterRequested(
+        request_id=request_id,
+        tenant_id=submission.tenant.id,
+        email=form.email,
+        user_name=form.user_name,
+        locale=submission.locale,
+        activation_url=form.activation_url,
+        sealed_password=seal(form.password, public_key),
+    )
+    return envelope(data).model_copy(update={"id": request_id})
+
+
+async def _record(
+    pool: asyncpg.Pool, submission: Submission, command: CloudEvent, *, grace_s: float
+) -> bool:
+    """Step 1; False when a concurrent request with the same Idempotency-Key won."""
+    form, tenant = submission.form, submission.tenant
+    async with pool.acquire() as conn, conn.transaction():
+        if tenant.captcha == "pow":
+            await captcha.consume_solution(
+                conn, tenant, identifier=form.challenge_identifier, response=form.challenge_response
+            )
+        inserted = await registrations.insert_request(
+            conn,
+            request_id=command.id,
+            tenant_id=tenant.id,
+            idempotency_key=submission.idempotency_key,
+            fingerprint=submission.fingerprint,
+            email=form.email,
+            user_name=form.user_name,
+            locale=submission.locale,
+        )
+        if inserted:
+            await commands.record_command(conn, ROUTING_KEY, command, grace_s=grace_s)
+    return inserted
+
+
+async def _undo(pool: asyncpg.Pool, submission: Submission, request_id: uuid.UUID) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await registrations.delete_pending(conn, request_id)
+        await commands.forget_command(conn, request_id)
+        await captcha.release_solution(conn, submission.form.challenge_identifier)
+
+
+async def submit_registration(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    submission: Submission,
+    *,
+    public_key: str,
+    grace_s: float,
+) -> uuid.UUID:
+    """Record and publish a registration request; returns its id once the broker has
+    confirmed (or it was decided already). Raises IdempotencyKeyReused, CaptchaFailed,
+    BrokerUnavailable, or a database error (the gateway answers 503 for the last two)."""
+    while True:
+        if submission.idempotency_key is not None:
+            existing = await registrations.find_by_idempotency_key(
+                pool, tenant_id=submission.tenant.id, key=submission.idempotency_key
+            )
+            if existing is not None:
+                if not hmac.compare_digest(existing.body_fingerprint, submission.fingerprint):
+                    raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
+                if existing.status == "pending":
+                    # Its command may never have been confirmed: publishing again is safe.
+                    command = register_command(submission, existing.id, public_key=public_key)
+                    await commands.publish_recorded(pool, publisher, ROUTING_KEY, command)
+                return existing.id
+        command = register_command(submission, uuid.uuid4(), public_key=public_key)
+        if await _record(pool, submission, command, grace_s=grace_s):
+            break
+        # A concurrent retry with the same key inserted first: answer as it does.
+    try:
+        await commands.publish_recorded(pool, publisher, ROUTING_KEY, command)
+    except BrokerUnavailable:
+        await _undo(pool, submission, command.id)
+        raise
+    return command.id
+
+
+async def submit_invitation(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    data: InviteRequested,
+    *,
+    idempotency_key: str | None,
+    fingerprint: bytes,
+    grace_s: float,
+) -> uuid.UUID:
+    """Publish an InviteRequested; returns its request id once the broker has confirmed.
+
+    Without an Idempotency-Key nothing is recorded: the client did not ask for a
+    retryable request, and the 204 comes only after the confirm. With a key, the request
+    and its command are recorded first (same steps as a registration), so a retry reuses
+    the request id (the worker makes one invitation per request id) and the relay
+    publishes a command the broker never confirmed.
+    """
+    if idempotency_key is None:
+        await publisher.publish(INVITE_KEY, envelope(data))
+        return data.request_id
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """
+            INSERT INTO invite_requests (id, tenant_id, idempotency_key, body_fingerprint)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (tenant_id, idempotency_key) DO UPDATE SET tenant_id = EXCLUDED.tenant_id
+            RETURNING id, body_fingerprint, (xmax = 0) AS inserted
+            """,
+            data.request_id,
+            data.tenant_id,
+            idempotency_key,
+            fingerprint,
+        )
+        if not hmac.compare_digest(bytes(row["body_fingerprint"]), fingerprint):
+            raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
+        data = data.model_copy(update={"request_id": row["id"]})
+        command = envelope(data).model_copy(update={"id": row["id"]})
+        if row["inserted"]:
+            await commands.record_command(conn, INVITE_KEY, command, grace_s=grace_s)
+    try:
+        await commands.publish_recorded(pool, publisher, INVITE_KEY, command)
+    except BrokerUnavailable:
+        if row["inserted"]:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM invite_requests WHERE id = $1", row["id"])
+                await commands.forget_command(conn, row["id"])
+        raise
+    return command.id
