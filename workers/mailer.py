@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -18,6 +19,7 @@ from schemas.events import CloudEvent, EmailDelivered, EmailFailed, EmailRequest
 from service import i18n, metrics, tokens
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event
+from service.supervisor import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class MailSettings:
     mail_from: str
     public_url: str
     activation_valid_hours: int
+    # How long a claim on an email keeps other copies from sending it.
+    lease_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -136,28 +140,96 @@ async def send_email(
     sender: Sender,
     settings: MailSettings,
 ) -> None:
-    """Send once per emailId; record delivery and publish email.delivered."""
-    status = await pool.fetchval("SELECT status FROM emails WHERE id = $1", data.email_id)
-    if status == "sent":
-        return  # redelivered after a successful send
-    message = render(data, recipient=await load_recipient(pool, data), settings=settings)
+    """Send once per emailId, however often and however concurrently the request is
+    delivered; record the delivery and publish email.delivered.
+
+    The row is claimed (committed) before the SMTP conversation, so a second copy finds
+    the claim and does not send. A claim is released when sending failed for sure; it is
+    kept when the handler is cancelled mid-conversation (the server may have the message),
+    and then expires with its lease."""
+    if not await claim(pool, data, lease_s=settings.lease_s):
+        return  # sent already: a redelivered or replayed copy
     try:
+        message = render(data, recipient=await load_recipient(pool, data), settings=settings)
         await sender.send(message)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        await pool.execute(
-            "UPDATE emails SET attempts = attempts + 1, error = $2 WHERE id = $1",
-            data.email_id,
-            describe(exc),
-        )
+    except Exception as exc:
+        await release(pool, data.email_id, describe(exc))
+        if not isinstance(exc, SMTP_FAILURES):
+            raise
         if is_permanent(exc):
             raise PermanentError(f"SMTP refused: {describe(exc)}") from exc
         raise RetryableError(f"SMTP: {describe(exc)}") from exc
+    # The server has the message: losing this commit to a brief database outage would
+    # send it again once the lease expires, so keep trying for part of the lease.
+    await retry_transient(
+        lambda: record_sent(pool, data),
+        what="recording a sent email",
+        deadline_s=settings.lease_s / 2,
+    )
+    metrics.EMAILS_SENT.labels(data.kind).inc()
+    log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
+
+
+async def claim(pool: asyncpg.Pool, data: EmailRequested, *, lease_s: float) -> bool:
+    """Take the row for one sending attempt (counted in `attempts`); False if it was sent.
+
+    Raises RetryableError while another copy holds a live lease: it may be mid-send, and
+    after its lease the retry can take over. Taking over an expired lease is counted and
+    logged: if its holder died between the server's 250 and its commit, this sends the
+    email a second time (the one duplicate window left)."""
     async with pool.acquire() as conn, conn.transaction():
-        attempts = await conn.fetchval(
-            "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now() "
-            "WHERE id = $1 RETURNING attempts",
+        row = await conn.fetchrow(
+            "SELECT status, coalesce(lease_until < now(), true) AS expired "
+            "FROM emails WHERE id = $1 FOR UPDATE",
             data.email_id,
         )
+        if row is None:
+            raise PermanentError("the email row does not exist")
+        if row["status"] == "sent":
+            return False
+        if row["status"] == "sending" and not row["expired"]:
+            raise RetryableError("email is being sent by another copy")
+        # 'failed' is claimable too: a copy replayed from the dead-letter queue is a
+        # request to try again.
+        await conn.execute(
+            "UPDATE emails SET status = 'sending', attempts = attempts + 1, "
+            "lease_until = now() + make_interval(secs => $2) WHERE id = $1",
+            data.email_id,
+            lease_s,
+        )
+    if row["status"] == "sending":
+        metrics.EMAIL_LEASE_TAKEOVERS.labels(data.kind).inc()
+        log.warning(
+            "took over an expired email lease; its holder may have sent it already",
+            extra={"email_id": str(data.email_id), "kind": data.kind},
+        )
+    return True
+
+
+async def release(pool: asyncpg.Pool, email_id: uuid.UUID, error: str) -> None:
+    """Give the claim back after an attempt that surely did not send, so that the next
+    copy need not wait for the lease. If this fails, the lease expires by itself."""
+    try:
+        await pool.execute(
+            "UPDATE emails SET status = 'pending', lease_until = NULL, error = $2 "
+            "WHERE id = $1 AND status = 'sending'",
+            email_id,
+            error,
+        )
+    except Exception:
+        log.warning("could not release an email claim", exc_info=True)
+
+
+async def record_sent(pool: asyncpg.Pool, data: EmailRequested) -> None:
+    """Mark the email sent and add email.delivered, in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        attempts = await conn.fetchval(
+            "UPDATE emails SET status = 'sent', sent_at = now(), lease_until = NULL "
+            "WHERE id = $1 AND status <> 'sent' RETURNING attempts",
+            data.email_id,
+        )
+        if attempts is None:
+            return  # a copy that took over our expired lease recorded it first
         await add_event(
             conn,
             EmailDelivered(
@@ -165,20 +237,26 @@ async def send_email(
                 tenant_id=data.tenant_id,
                 kind=data.kind,
                 to=data.to,
-                attempts=attempts or 1,
+                attempts=attempts,
             ),
             subject=str(data.email_id),
         )
-    metrics.EMAILS_SENT.labels(data.kind).inc()
-    log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
+
+
+# What a failed SMTP conversation raises; anything else is not the server's answer.
+SMTP_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError)
+# Refusals of this recipient or this content: asking again gets the same answer. Other
+# 5xx replies (500-504 syntax, 503 bad sequence, 530/535 auth) mean our connection or
+# configuration was off, which a later attempt on a fresh connection may not be.
+PERMANENT_CODES = range(550, 560)
+REFUSALS = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError)
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """A 5xx reply: the server will refuse this message however often we try."""
+    """A definite 55x refusal of the recipient(s), the sender or the content."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        return all(500 <= r.code < 600 for r in exc.recipients)
-    code = getattr(exc, "code", None)
-    return isinstance(code, int) and 500 <= code < 600
+        return bool(exc.recipients) and all(r.code in PERMANENT_CODES for r in exc.recipients)
+    return isinstance(exc, REFUSALS) and exc.code in PERMANENT_CODES
 
 
 def describe(exc: BaseException) -> str:
@@ -189,11 +267,17 @@ async def record_failure(
     event: CloudEvent, data: EmailRequested, *, pool: asyncpg.Pool, error: str
 ) -> None:
     """The email is given up on (refused, or retries exhausted): mark it and publish
-    email.failed. Called by the runner just before the message is dead-lettered."""
+    email.failed. Called by the runner just before the message is dead-lettered.
+
+    Never for an email that was sent, nor one another copy holds a live claim on (this
+    copy gave up waiting for it; that copy will record its own outcome)."""
     async with pool.acquire() as conn, conn.transaction():
         attempts = await conn.fetchval(
-            "UPDATE emails SET status = 'failed', error = coalesce(error, $2) "
-            "WHERE id = $1 AND status <> 'sent' RETURNING attempts",
+            "UPDATE emails SET status = 'failed', lease_until = NULL, "
+            "error = coalesce(error, $2) "
+            "WHERE id = $1 AND status <> 'sent' "
+            "AND NOT (status = 'sending' AND coalesce(lease_until > now(), false)) "
+            "RETURNING attempts",
             data.email_id,
             error[:500],
         )

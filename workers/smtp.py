@@ -47,19 +47,34 @@ class SmtpConfig:
         )
 
 
+class _Client(aiosmtplib.SMTP):
+    """An SMTP client that remembers whether the current transaction reached DATA.
+
+    Before DATA the server holds no message, so a connection found dead there (a pooled
+    connection the server dropped while idle) can be replaced and the message sent again
+    at once. From DATA on, the server may have accepted the message even if we never saw
+    its reply: resending then could deliver it twice, so that is left to the caller."""
+
+    data_started = False
+
+    async def data(self, *args, **kwargs):
+        self.data_started = True
+        return await super().data(*args, **kwargs)
+
+
 class SmtpSender:
-    """One reused SMTP connection; reconnects when the server has dropped it."""
+    """One reused SMTP connection. A connection whose transaction failed or was
+    interrupted (cancelled mid-DATA, say) is closed, never reused: its state is unknown,
+    and a late reply would be paired with the next message's commands."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
-        self._client: aiosmtplib.SMTP | None = None
+        self._client: _Client | None = None
         self._lock = asyncio.Lock()
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._client is not None and self._client.is_connected:
-            return self._client
+    async def _connect(self) -> _Client:
         c = self._config
-        client = aiosmtplib.SMTP(
+        client = _Client(
             hostname=c.host,
             port=c.port,
             use_tls=c.use_tls,
@@ -67,22 +82,49 @@ class SmtpSender:
             timeout=c.timeout,
             cert_bundle=c.cafile,
         )
-        await client.connect()
-        if c.username:
-            await client.login(c.username, c.password or "")
-        self._client = client
+        try:
+            await client.connect()
+            if c.username:
+                await client.login(c.username, c.password or "")
+        except BaseException:
+            client.close()  # e.g. a refused login: do not leak the socket
+            raise
         return client
+
+    def _drop(self) -> None:
+        """Forget the connection, closing it without a QUIT (that could wait on a server
+        still busy with an interrupted transaction)."""
+        if self._client is not None:
+            self._client.close()
+        self._client = None
 
     async def send(self, message: EmailMessage) -> None:
         """Send one message; raises aiosmtplib.SMTPException / OSError on failure."""
         async with self._lock:
-            client = await self._connected()
             try:
-                await client.send_message(message)
-            except aiosmtplib.SMTPServerDisconnected:
-                self._client = None
-                client = await self._connected()
-                await client.send_message(message)
+                await self._send(message)
+            except BaseException:
+                self._drop()
+                raise
+
+    async def _send(self, message: EmailMessage) -> None:
+        reused = self._client is not None and self._client.is_connected
+        if not reused:
+            self._drop()
+            self._client = await self._connect()
+        client = self._client
+        client.data_started = False
+        try:
+            await client.send_message(message)
+        except aiosmtplib.SMTPServerDisconnected:
+            # `is_connected` only knows what the event loop has seen: a connection the
+            # server closed while idle can still look alive until the first command.
+            if not reused or client.data_started:
+                raise
+            log.info("pooled SMTP connection was stale; reconnecting")
+            self._drop()
+            self._client = await self._connect()
+            await self._client.send_message(message)
 
     async def close(self) -> None:
         if self._client is not None and self._client.is_connected:
@@ -107,7 +149,7 @@ class SmtpPool:
         sender = await self._senders.get()
         try:
             await sender.send(message)
-        finally:
+        finally:  # also when cancelled: the sender has dropped a broken connection itself
             self._senders.put_nowait(sender)
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
-"""Email that always arrives: SMTP outages are retried through broker retry queues,
-refusals are dead-lettered with email.failed, and a replay from the DLQ delivers."""
+"""Email that always arrives, once: SMTP outages are retried through broker retry queues,
+refusals are dead-lettered with email.failed, a replay from the DLQ delivers, and copies
+of one request send one email."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,50 @@ async def test_a_550_is_dead_lettered_with_email_failed_and_a_replay_delivers(
         await delivered_events("email.delivered", email_id)
         message = await mailbox.wait_for(lambda m: m["To"] == "refused@example.com")
         assert message["Subject"] == "Bienvenue chez Mail Co"
+        status = await delivery_pool.fetchval("SELECT status FROM emails WHERE id = $1", email_id)
+        assert status == "sent"
+    finally:
+        mailbox.controller.stop()
+
+
+class SlowMailbox(SwitchableMailbox):
+    """Takes its time over DATA, so that copies of a request overlap."""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        await asyncio.sleep(0.5)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_copies_of_one_email_request_send_one_email(
+    workers, delivery_pool, org, smtp_port, delivered_events
+):
+    """Three email.requested commands for one email (as a redelivery or a replayed
+    outbox row would make): one message, one email.delivered."""
+    mailbox = SlowMailbox(smtp_port)
+    mailbox.controller.start()
+    try:
+        async with delivery_pool.acquire() as conn, conn.transaction():
+            email_id = await request_email(
+                conn, tenant_id=org.id, kind="welcome", to="copies@example.com", locale="en"
+            )
+            for _ in range(2):
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, routing_key, body) "
+                    "SELECT $2, routing_key, body FROM outbox "
+                    "WHERE routing_key = 'email.requested' "
+                    "AND body->'data'->>'emailId' = $1 LIMIT 1",
+                    str(email_id),
+                    uuid.uuid4(),
+                )
+        await delivered_events("email.delivered", email_id)
+        await asyncio.sleep(2.5)  # the copies' retries (0.3 + 0.6 + 1.2 s) are over
+        assert len(mailbox.received(lambda m: m["To"] == "copies@example.com")) == 1
+        delivered = await delivery_pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE routing_key = 'email.delivered' "
+            "AND body->'data'->>'emailId' = $1",
+            str(email_id),
+        )
+        assert delivered == 1
         status = await delivery_pool.fetchval("SELECT status FROM emails WHERE id = $1", email_id)
         assert status == "sent"
     finally:

@@ -50,6 +50,7 @@ def mail_settings(token_key: bytes, settings: Settings, private_key: str) -> mai
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=VALID_HOURS,
+        lease_s=settings.email_lease_s,
     )
 
 
