@@ -116,8 +116,11 @@ class Supervisor:
     stops them all, and nothing outlives `close()`.
     """
 
-    def __init__(self, stop: asyncio.Event, *, backoff_max: float = 30.0) -> None:
+    def __init__(
+        self, stop: asyncio.Event, *, backoff_max: float = 30.0, grace_s: float = 10.0
+    ) -> None:
         self.stop = stop
+        self.grace_s = grace_s
         self.health = Health()
         self.failure: BaseException | None = None
         self._backoff_max = backoff_max
@@ -133,17 +136,22 @@ class Supervisor:
     async def _guard(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         try:
             await supervise(
-                name, run, health=self.health, stop=self.stop, backoff_max=self._backoff_max
+                name,
+                run,
+                health=self.health,
+                stop=self.stop,
+                backoff_max=self._backoff_max,
+                grace_s=self.grace_s,
             )
         except Exception as exc:
             if self.failure is None:
                 self.failure = exc
             self.stop.set()  # one crashed task stops the process
 
-    async def cancel(self, task: asyncio.Task[None], *, grace_s: float = 10.0) -> None:
+    async def cancel(self, task: asyncio.Task[None], *, grace_s: float | None = None) -> None:
         """Give a task `grace_s` to notice `stop` and finish, then cancel it."""
         if not task.done():
-            await asyncio.wait({task}, timeout=grace_s)
+            await asyncio.wait({task}, timeout=self.grace_s if grace_s is None else grace_s)
         if not task.done():
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -168,8 +176,9 @@ async def supervise(
     health: Health,
     stop: asyncio.Event,
     backoff_max: float = 30.0,
+    grace_s: float = 10.0,
 ) -> None:
-    """Run `run()` until `stop` is set.
+    """Run `run()` until `stop` is set (then it has `grace_s` to return by itself).
 
     A transient error is logged with its traceback, the task is reported down, and it is
     restarted after a backoff. Any other exception is logged as critical and re-raised,
@@ -181,7 +190,7 @@ async def supervise(
         started = time.monotonic()
         health.up(name)
         try:
-            await _until_stopped(run, stop)
+            await _until_stopped(run, stop, grace_s=grace_s)
         except Exception as exc:
             if not is_transient(exc):
                 health.down(name, f"crashed: {type(exc).__name__}")
