@@ -21,7 +21,7 @@ from service import db
 from service.gateway.app import create_app
 from service.sealing import generate_key_pair
 from service.settings import Settings
-from service.supervisor import Supervisor
+from service.supervisor import Supervisor, TaskCrashed
 
 log = logging.getLogger("registrar")
 
@@ -68,7 +68,10 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         _stop_on_signals(stop)
         await main(stop)
 
-    asyncio.run(wrapper())
+    try:
+        asyncio.run(wrapper())
+    except TaskCrashed as exc:
+        sys.exit(f"registrar: {exc}")  # exit status 1; the traceback is in the log
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:

@@ -223,7 +223,7 @@ def start_relay(
         lambda _payload: wake.set(),
         connect_timeout=settings.db_connect_timeout_s,
     )
-    supervisor.start("outbox-listener", listener.run)
+    supervisor.start("outbox-listener", listener.run, grace_s=0)
     supervisor.health.probe("outbox-listener", listener.status)
     supervisor.start(
         "outbox-relay",

@@ -107,6 +107,11 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+class TaskCrashed(RuntimeError):
+    """A supervised task failed for a reason other than a lost dependency (its traceback
+    is in the log). The process root turns it into a non-zero exit status."""
+
+
 class Supervisor:
     """Owns one process's supervised tasks: starts them, reports their health, stops
     them, and remembers the first fatal error, after which the process must exit non-zero.
@@ -126,14 +131,19 @@ class Supervisor:
         self._backoff_max = backoff_max
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Run `run` supervised (see `supervise`) until the process stops."""
-        task = asyncio.create_task(self._guard(name, run), name=name)
+    def start(
+        self, name: str, run: Callable[[], Awaitable[None]], *, grace_s: float | None = None
+    ) -> asyncio.Task[None]:
+        """Run `run` supervised (see `supervise`) until the process stops; after `stop`
+        it has `grace_s` (default: the supervisor's) to finish by itself."""
+        task = asyncio.create_task(self._guard(name, run, grace_s), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _guard(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    async def _guard(
+        self, name: str, run: Callable[[], Awaitable[None]], grace_s: float | None
+    ) -> None:
         try:
             await supervise(
                 name,
@@ -141,7 +151,7 @@ class Supervisor:
                 health=self.health,
                 stop=self.stop,
                 backoff_max=self._backoff_max,
-                grace_s=self.grace_s,
+                grace_s=self.grace_s if grace_s is None else grace_s,
             )
         except Exception as exc:
             if self.failure is None:
@@ -166,7 +176,7 @@ class Supervisor:
     def raise_if_failed(self) -> None:
         """After shutdown: exit non-zero if a task crashed (its traceback is logged)."""
         if self.failure is not None:
-            raise SystemExit(f"stopped because a task crashed: {self.failure!r}")
+            raise TaskCrashed(f"stopped because a task crashed: {self.failure!r}")
 
 
 async def supervise(

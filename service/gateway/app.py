@@ -35,7 +35,7 @@ async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
         waiter.notify,
         connect_timeout=settings.db_connect_timeout_s,
     )
-    task = supervisor.start("outcome-listener", listener.run)
+    task = supervisor.start("outcome-listener", listener.run, grace_s=0)
     supervisor.health.probe("outcome-listener", listener.status)
     yield
     await supervisor.cancel(task, grace_s=0)

@@ -12,7 +12,7 @@ from aiormq.exceptions import AMQPConnectionError
 
 from service.amqp import BrokerUnavailable
 from service.errors import PermanentError, RetryableError
-from service.supervisor import Supervisor, backoff_delay, is_transient, supervise
+from service.supervisor import Supervisor, TaskCrashed, backoff_delay, is_transient, supervise
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ async def test_a_bug_stops_the_process_with_its_traceback(caplog) -> None:
     assert supervisor.health.report()["buggy"].startswith("crashed")
     crash = [r for r in caplog.records if r.getMessage() == "task crashed; stopping the process"]
     assert crash and crash[0].exc_info[0] is KeyError
-    with pytest.raises(SystemExit):
+    with pytest.raises(TaskCrashed):
         supervisor.raise_if_failed()
 
 
