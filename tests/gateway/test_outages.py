@@ -116,3 +116,28 @@ async def test_a_recorded_command_is_left_to_the_relay_only_after_its_grace(pool
     row = await pool.fetchrow("SELECT published_at, body FROM outbox WHERE event_id = $1", event.id)
     assert row["published_at"] is not None
     assert "sealedPassword" not in row["body"]["data"]
+
+
+async def test_a_failed_request_has_a_final_answer_not_202_forever(settings, pool, api_key):
+    client = await gateway_client(settings)
+    try:
+        accepted = await client.post(
+            f"/{api_key}/register", json=body(), headers={"Prefer": "respond-async"}
+        )
+        assert accepted.status == 202
+        location = accepted.headers["Location"]
+        request_id = uuid.UUID(location.rsplit("/", 1)[1])
+        # What the registration worker's dead-letter hook does.
+        await pool.execute(
+            "UPDATE registration_requests SET status = 'failed', reason = 'processing_failed' "
+            "WHERE id = $1",
+            request_id,
+        )
+        status = await client.get(location)
+        assert status.status == 503
+        problem = await status.json()
+        assert problem["type"].endswith("/registration-failed")
+        assert problem["requestId"] == str(request_id)
+        assert int(status.headers["Retry-After"]) >= 1
+    finally:
+        await client.close()

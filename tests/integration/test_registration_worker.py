@@ -359,3 +359,27 @@ async def test_an_expired_activation_token_neither_approves_the_user_nor_emits_a
         await pool.fetchval("SELECT used_at FROM activation_tokens WHERE id = $1", token_id) is None
     )
     assert "user.activated" not in [r["routing_key"] for r in await outbox_of(pool, tenant)]
+
+
+async def test_a_dead_lettered_registration_is_failed_not_pending_and_replay_revives_it(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register
+) -> None:
+    req = await new_request(tenant, email=f"{unique('dl')}@example.com", user_name=unique("dl"))
+
+    await registration.record_failure(req.event, req.data, pool=pool, error="KeyError: bug")
+    row = await request_row(pool, req.data.request_id)
+    assert (row["status"], row["reason"]) == ("failed", "processing_failed")
+
+    # `registrar dlq replay` brings the command back once the bug is fixed.
+    await register(req.event, req.data)
+    assert (await request_row(pool, req.data.request_id))["status"] == "registered"
+    assert len(await users_of(pool, tenant)) == 1
+
+
+async def test_the_failure_hook_never_undoes_a_decision(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register
+) -> None:
+    req = await new_request(tenant, email=f"{unique('ok')}@example.com", user_name=unique("ok"))
+    await register(req.event, req.data)
+    await registration.record_failure(req.event, req.data, pool=pool, error="late copy")
+    assert (await request_row(pool, req.data.request_id))["status"] == "registered"
