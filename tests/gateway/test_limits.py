@@ -56,15 +56,18 @@ async def test_full_queue_answers_503_and_leaves_no_pending_request(
     try:
         # Nobody consumes, so the queue fills up. Quorum queues check the limit after
         # enqueueing, so they take one message over it before refusing: allow a few.
+        accepted = []
         for _ in range(5):
-            key = str(uuid.uuid4())
+            key, form = str(uuid.uuid4()), body()
+            refused_email = form["email"]
             refused = await client.post(
                 f"/{api_key}/register",
-                json=body(),
+                json=form,
                 headers={"Prefer": "respond-async", "Idempotency-Key": key},
             )
             if refused.status != 202:
                 break
+            accepted.append(uuid.UUID(refused.headers["Location"].rsplit("/", 1)[1]))
         assert refused.status == 503
         assert refused.headers["Retry-After"]
         assert (await refused.json())["type"].endswith("/unavailable")
@@ -73,6 +76,21 @@ async def test_full_queue_answers_503_and_leaves_no_pending_request(
             "SELECT count(*) FROM registration_requests WHERE idempotency_key = $1", key
         )
         assert leftover == 0
+        # The commands kept as the relay's safety net: confirmed ones are marked published
+        # (their sealed password dropped); the refused one left nothing behind.
+        kept = await pool.fetch(
+            "SELECT event_id, published_at, body FROM outbox WHERE event_id = ANY($1::uuid[])",
+            accepted,
+        )
+        assert {row["event_id"] for row in kept} == set(accepted)
+        assert all(row["published_at"] is not None for row in kept)
+        assert all("sealedPassword" not in row["body"]["data"] for row in kept)
+        unconfirmed = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL "
+            "AND routing_key = 'register.requested' AND body->'data'->>'email' = $1",
+            refused_email,
+        )
+        assert unconfirmed == 0
     finally:
         await client.close()
         await drop_topology(amqp_connection, prefix)
