@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench clean messages asyncapi
+.PHONY: help venv services test run lint fmt bench clean messages asyncapi faults
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -62,3 +62,6 @@ messages: venv ## re-extract translatable messages into service/locales/messages
 
 asyncapi: venv ## regenerate schemas/asyncapi.json from the event models
 	$(BIN)/python -m schemas.asyncapi > schemas/asyncapi.json
+
+faults: venv services ## fault scenarios on real processes, audited (FAULTS_ARGS='worker_kill ...'); restarts local PostgreSQL + RabbitMQ
+	$(BIN)/python -m tests.faults $(FAULTS_ARGS)

@@ -1,0 +1,139 @@
+"""An SMTP sink in a process of its own: where the mailer delivers during the fault runs.
+
+A separate process lets smtp_outage take the mail server down the way one really goes
+down (the kernel closes every socket, new connections are refused) and bring it back on
+the same port. Every received message is appended to a file, one JSON line per envelope
+recipient, flushed before the 250 answer: the harness counts what reached each address
+across restarts, and a message the sink wrote but never confirmed (killed in between)
+counts, as it would in a real inbox.
+
+    python -m tests.faults.sink PORT FILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections import Counter
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import IO
+
+from aiosmtpd.smtp import SMTP
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingHandler:
+    """aiosmtpd handler: write one line per recipient, then accept the message."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
+        for recipient in envelope.rcpt_tos:
+            line = {"to": recipient.lower(), "subject": str(headers.get("Subject", ""))}
+            self.out.write(json.dumps(line) + "\n")
+        self.out.flush()
+        return "250 OK"
+
+
+async def serve(port: int, path: Path) -> None:
+    """Serve SMTP on 127.0.0.1:port until killed."""
+    loop = asyncio.get_running_loop()
+    with path.open("a") as out:
+        handler = RecordingHandler(out)
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="sink.faults.local"),
+            "127.0.0.1",
+            port,
+            reuse_address=True,
+        )
+        async with server:
+            await server.serve_forever()
+
+
+class Sink:
+    """Controls the sink process from the harness: start, stop, start again, count."""
+
+    def __init__(self, port: int, record: Path, log: Path) -> None:
+        self.port = port
+        self.record = record
+        self.log = log
+        self._process: subprocess.Popen | None = None
+        record.touch()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    async def start(self, timeout: float = 20) -> None:
+        """Start the sink (no-op while it runs) and wait until it greets clients."""
+        if self.running:
+            return
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "tests.faults.sink", str(self.port), str(self.record)],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"SMTP sink exited with {self._process.returncode}, see {self.log}"
+                )
+            if await self._greets():
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"SMTP sink on port {self.port} did not start, see {self.log}")
+
+    async def _greets(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            return (await asyncio.wait_for(reader.readline(), 2)).startswith(b"220")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    def stop(self) -> None:
+        """Stop the sink at once (blocking and quick, so it is safe in `finally`)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None
+
+    def received(self) -> list[dict]:
+        """Every (recipient, subject) recorded so far, in arrival order."""
+        entries = []
+        for line in self.record.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # a line cut short by a kill
+                entries.append(json.loads(line))
+        return entries
+
+    def counts(self) -> Counter[str]:
+        """Messages per recipient address (lower case)."""
+        return Counter(entry["to"] for entry in self.received())
+
+
+def main() -> None:
+    port, path = int(sys.argv[1]), Path(sys.argv[2])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(port, path))
+
+
+if __name__ == "__main__":
+    main()

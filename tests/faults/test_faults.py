@@ -1,0 +1,100 @@
+"""Two fault scenarios, shortened, as part of `make test`: worker_kill and smtp_outage.
+
+They run `python -m tests.faults` in a subprocess — its own database, AMQP prefix, sink
+and processes, exactly as `make faults` does — and check its result lines. The scenarios
+that restart this machine's PostgreSQL or RabbitMQ never run here: they would break
+every other test using them.
+
+The email lease is shortened (REGISTRAR_EMAIL_LEASE_S): an email whose worker was killed
+mid-send is taken over when its lease expires (120 s by default); `make faults` keeps the
+default and drains long enough to see that.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.faults.audit import Result, Witnesses
+from tests.faults.scenarios import DISRUPTS_SHARED_SERVICES
+from tests.faults.traffic import Item
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("worker_kill", "smtp_outage")
+ARGS = (
+    "--duration", "10",
+    "--outage", "10",
+    "--drain-timeout", "60",
+    "--settle", "3",
+    "--budget", "200",
+    "--process-env", "REGISTRAR_EMAIL_LEASE_S=15",
+)  # fmt: skip
+TIMEOUT_S = 300
+LINE = re.compile(r"^scenario=(?P<name>\w+)((?: \w+=\d+)+)$")
+
+
+def parse_lines(stdout: str) -> dict[str, dict[str, int]]:
+    """{scenario: {accepted: N, ...}} from the result lines."""
+    results = {}
+    for line in stdout.splitlines():
+        match = LINE.match(line)
+        if match:
+            pairs = (pair.split("=") for pair in match.group(2).split())
+            results[match["name"]] = {key: int(value) for key, value in pairs}
+    return results
+
+
+@pytest.fixture(scope="module")
+def fault_run() -> tuple[dict[str, dict[str, int]], str]:
+    """Run both scenarios once; (parsed lines, stderr)."""
+    assert not DISRUPTS_SHARED_SERVICES.intersection(SCENARIOS)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.faults", *SCENARIOS, *ARGS],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # the harness cleans up on SIGTERM
+        stdout, stderr = process.communicate(timeout=120)
+        pytest.fail(f"python -m tests.faults took over {TIMEOUT_S}s:\n{stderr[-4000:]}")
+    return parse_lines(stdout), stderr
+
+
+def test_a_result_prints_the_contract_line() -> None:
+    items = [
+        Item("register", f"a{n}@example.com", f"k{n}", "", b"", {}, accepted=True) for n in range(3)
+    ]
+    witnesses = {
+        "k0": Witnesses(rows=1, events=1, emails=1, request_status="registered"),
+        "k1": Witnesses(rows=1, events=2, emails=0, request_status="registered"),
+        "k2": Witnesses(rows=0, events=0, emails=0, request_status="pending"),
+    }
+    line = Result("x", items, witnesses).line()
+    assert line == (
+        "scenario=x accepted=3 registered=2 events=2 emails=1 lost=2 duplicated=1 stuck=1"
+    )
+    assert parse_lines(line)["x"]["lost"] == 2
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_nothing_lost_duplicated_or_stuck(fault_run, scenario: str) -> None:
+    results, stderr = fault_run
+    assert scenario in results, f"no result line for {scenario}:\n{stderr[-4000:]}"
+    counts = results[scenario]
+    assert list(counts) == [
+        "accepted", "registered", "events", "emails", "lost", "duplicated", "stuck"
+    ]  # fmt: skip
+    assert counts["accepted"] > 0, stderr[-4000:]
+    verdict = {key: counts[key] for key in ("lost", "duplicated", "stuck")}
+    assert verdict == {"lost": 0, "duplicated": 0, "stuck": 0}, stderr[-4000:]
