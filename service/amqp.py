@@ -28,6 +28,15 @@ QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
     "mailer": ("email.requested",),
 }
 DELIVERY_LIMIT = 5
+# Arguments of every queue that dead-letters. RabbitMQ's default (at-most-once) drops a
+# message whose dead-lettering fails (target queue full or unavailable); at-least-once
+# keeps it in its queue until the target confirms it, and requires reject-publish (with
+# drop-head it silently falls back to at-most-once). Needs RabbitMQ 3.10 with the
+# `stream_queue` feature flag enabled; quorum queues only.
+DEAD_LETTERING: dict[str, Any] = {
+    "x-overflow": "reject-publish",
+    "x-dead-letter-strategy": "at-least-once",
+}
 
 
 class BrokerUnavailable(Exception):
@@ -90,8 +99,11 @@ def queue_specs(
 ) -> list[QueueSpec]:
     """Every queue of the topology. deploy/rabbitmq/definitions.json must agree (tested).
 
-    A retry queue holds a message for its TTL, then dead-letters it straight back into its
-    work queue (default exchange, routing key = queue name): a delay without a timer.
+    Every queue is a quorum queue. A retry queue holds a message for its TTL, then
+    dead-letters it straight back into its work queue (default exchange, routing key =
+    queue name): a delay without a timer. Every queue that dead-letters does so
+    at-least-once (see DEAD_LETTERING): a message leaves it only once its target has
+    confirmed it, so neither a retry nor a dead letter can be dropped on the way.
     """
     specs = []
     for role, keys in QUEUE_BINDINGS.items():
@@ -110,11 +122,12 @@ def queue_specs(
                     "x-queue-type": "quorum",
                     "x-dead-letter-exchange": names.dead_letters,
                     "x-dead-letter-routing-key": queue_name,
-                    # Backpressure: a full queue nacks publishes, the gateway answers 503.
+                    # Backpressure: a full queue nacks publishes (reject-publish, in
+                    # DEAD_LETTERING), the gateway answers 503.
                     "x-max-length": max_length,
-                    "x-overflow": "reject-publish",
                     # A message that keeps crashing its consumer ends in the DLQ.
                     "x-delivery-limit": DELIVERY_LIMIT,
+                    **DEAD_LETTERING,
                 },
                 tuple((names.events, key) for key in keys),
             )
@@ -123,9 +136,11 @@ def queue_specs(
             QueueSpec(
                 names.retry_queue(role, delay),
                 {
+                    "x-queue-type": "quorum",
                     "x-message-ttl": round(delay * 1000),
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": queue_name,
+                    **DEAD_LETTERING,
                 },
             )
             for delay in retry_delays

@@ -1,9 +1,18 @@
 """The outbox relay: publishes committed outbox rows to `{prefix}.events`.
 
-Several relays may run at once: each batch is claimed with FOR UPDATE SKIP LOCKED and
-marked published in the same transaction, after the broker has confirmed every message.
-A crash between confirm and commit republishes the batch: delivery is at least once and
-consumers deduplicate on the CloudEvents id.
+Delivery is at least once. Several relays may run at once: each batch is claimed with
+FOR UPDATE SKIP LOCKED, and a row is marked published in the same transaction, after the
+broker has confirmed it. A crash between confirm and commit republishes the row, and a
+command the gateway published itself may be published again by the relay once its grace
+period is over (its confirm was never recorded): consumers deduplicate on the CloudEvents
+id.
+
+A row that cannot be published (its body is not a CloudEvent, the broker returned it as
+unroutable or refused it) is tried again later, at most `max_attempts` times; then it is
+parked with its last error (metric registrar_outbox_parked_total, an error log line) and
+left for an operator. Nothing waits behind such a row. When the broker as a whole is away,
+no row is blamed: `publish_batch` raises and the supervisor restarts the relay after a
+backoff.
 """
 
 from __future__ import annotations
@@ -11,76 +20,189 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import asyncpg
+from aiormq.exceptions import DeliveryError
+from pydantic import ValidationError
 
 from schemas.events import CloudEvent
-from service.amqp import BrokerUnavailable, Publisher
+from service import metrics
+from service.amqp import QUEUE_BINDINGS, Publisher
 
 log = logging.getLogger(__name__)
-CHANNEL = "registrar_outbox"
+CHANNEL = "registrar_outbox"  # NOTIFYed on insert (migration 0001); service.listen hears it
 BATCH = 100
 IDLE_POLL_S = 5.0
-ERROR_PAUSE_S = 2.0
-# Outbox rows that are commands to our own workers: their queue must exist.
-COMMANDS = frozenset({"email.requested"})
+# A row that failed waits this long before its next attempt, doubled with each further
+# failure (capped): its attempts span minutes, not one burst of batches. A queue re-created
+# during an upgrade or full for a while should not get its commands parked at once.
+RETRY_DELAY_S = 5.0
+RETRY_DELAY_MAX_S = 300.0
+ERROR_CHARS = 1000
+# Routing keys our own queues consume (commands: email.requested, register.requested,
+# invite.requested, ...): published mandatory, so a command no queue receives fails (and is
+# retried, then parked) instead of being confirmed and dropped.
+COMMANDS = frozenset(key for keys in QUEUE_BINDINGS.values() for key in keys)
 
 
-async def publish_batch(pool: asyncpg.Pool, publisher: Publisher, *, limit: int = BATCH) -> int:
-    """Publish up to `limit` pending rows; returns how many were published."""
+def _blames_row(exc: BaseException) -> bool:
+    """True when the failure is the row's, not the broker's: its body is not a CloudEvent,
+    or the broker answered for this very message (returned it as unroutable, or nacked it,
+    e.g. because its queue is full)."""
+    return isinstance(exc, ValidationError) or isinstance(exc.__cause__, DeliveryError)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+
+
+async def _publish_row(publisher: Publisher, row: asyncpg.Record) -> None:
+    event = CloudEvent.model_validate(row["body"])  # ValidationError: a poison row
+    await publisher.publish(row["routing_key"], event, mandatory=row["routing_key"] in COMMANDS)
+
+
+async def publish_batch(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    *,
+    limit: int = BATCH,
+    max_attempts: int = 5,
+    retry_delay_s: float = RETRY_DELAY_S,
+) -> int:
+    """Publish up to `limit` due rows; returns how many rows it took (published or failed).
+
+    Confirms are pipelined (every message goes out, then every confirm is awaited) with an
+    outcome per row: confirmed rows are marked published; a failed row gets attempts + 1
+    and its error, is due again after a backoff, and is parked at `max_attempts`. Failures
+    that are the broker's (channel or connection lost, no confirm in time) are counted
+    against no row: the rows confirmed are still marked, then BrokerUnavailable (or
+    whatever else went wrong) is raised for the caller to back off.
+    """
+    broker_failure: BaseException | None = None
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, routing_key, body FROM outbox WHERE published_at IS NULL "
+            "SELECT id, event_id, routing_key, body FROM outbox "
+            "WHERE published_at IS NULL AND parked_at IS NULL AND available_at <= now() "
             "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             limit,
         )
         if not rows:
             return 0
-        # Confirms are pipelined: all messages go out, then we wait for every ack.
-        await asyncio.gather(
-            *(
-                publisher.publish(
-                    row["routing_key"],
-                    CloudEvent.model_validate(row["body"]),
-                    mandatory=row["routing_key"] in COMMANDS,
-                )
-                for row in rows
+        outcomes = await asyncio.gather(
+            *(_publish_row(publisher, row) for row in rows), return_exceptions=True
+        )
+        results = list(zip(rows, outcomes, strict=True))
+        published = [row["id"] for row, outcome in results if outcome is None]
+        failed = [(row, exc) for row, exc in results if isinstance(exc, BaseException)]
+        # With the channel gone, no failure of this batch says anything about its row.
+        broker_away = not publisher.is_connected
+        blamed = [(row, exc) for row, exc in failed if not broker_away and _blames_row(exc)]
+        if len(blamed) < len(failed):
+            broker_failure = next(
+                exc for _row, exc in failed if broker_away or not _blames_row(exc)
             )
+        if published:
+            # A command's sealed secrets need not be kept once it is out (as the gateway does).
+            await conn.execute(
+                "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}' "
+                "WHERE id = ANY($1::bigint[])",
+                published,
+            )
+        if blamed:
+            await _record_failures(conn, blamed, max_attempts, retry_delay_s)
+    if broker_failure is not None:
+        log.warning(
+            "outbox batch not confirmed by the broker",
+            extra={
+                "rows": len(rows),
+                "published": len(published),
+                "error": _describe(broker_failure),
+            },
         )
-        await conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
-        )
+        raise broker_failure
     return len(rows)
 
 
-async def relay(
-    pool: asyncpg.Pool, publisher: Publisher, *, database_url: str, stop: asyncio.Event
+async def _record_failures(
+    conn: asyncpg.Connection,
+    failed: list[tuple[asyncpg.Record, BaseException]],
+    max_attempts: int,
+    retry_delay_s: float,
 ) -> None:
-    """Publish until `stop` is set, woken by NOTIFY on insert and by a slow poll."""
-    wake = asyncio.Event()
-    listener = await asyncpg.connect(database_url)
-    await listener.add_listener(CHANNEL, lambda *_: wake.set())
+    """attempts + 1, last_error, next attempt after a backoff; parked at `max_attempts`."""
+    errors = [_describe(exc) for _row, exc in failed]
+    updated = await conn.fetch(
+        """
+        UPDATE outbox AS o
+        SET attempts = o.attempts + 1,
+            last_error = f.error,
+            parked_at = CASE WHEN o.attempts + 1 >= $3 THEN now() END,
+            available_at = now() + make_interval(secs => least($5, $4 * 2 ^ o.attempts))
+        FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+        WHERE o.id = f.id
+        RETURNING o.event_id, o.routing_key, o.attempts, o.parked_at IS NOT NULL AS parked,
+                  f.error
+        """,
+        [row["id"] for row, _exc in failed],
+        errors,
+        max(max_attempts, 1),
+        retry_delay_s,
+        RETRY_DELAY_MAX_S,
+    )
+    for row in updated:
+        details: dict[str, Any] = {
+            "event_id": str(row["event_id"]),
+            "routing_key": row["routing_key"],
+            "attempts": row["attempts"],
+            "error": row["error"],
+        }
+        if row["parked"]:
+            metrics.OUTBOX_PARKED.labels(row["routing_key"]).inc()
+            log.error("outbox row parked: given up publishing it", extra=details)
+        else:
+            log.warning("outbox row not published; will retry", extra=details)
+
+
+async def relay(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    *,
+    wake: asyncio.Event,
+    stop: asyncio.Event,
+    max_attempts: int,
+    retry_delay_s: float = RETRY_DELAY_S,
+) -> None:
+    """Publish until `stop` is set; a supervised task (see service.supervisor).
+
+    Woken by `wake` (set by the composition root's LISTEN on CHANNEL, which fires on every
+    insert) and by a slow poll, which also finds rows whose `available_at` has come. Each
+    pass publishes batches until one comes back smaller than BATCH. Transient errors
+    (broker or database away) are not handled here: they propagate, and the supervisor
+    logs them and restarts the relay after a backoff. Delivery is at least once (see the
+    module docstring): consumers deduplicate on the CloudEvents id.
+    """
     log.info("outbox relay started")
     try:
         while not stop.is_set():
-            wake.clear()
-            try:
-                while await publish_batch(pool, publisher) == BATCH and not stop.is_set():
-                    pass
-            except (BrokerUnavailable, asyncpg.PostgresError, OSError) as exc:
-                log.warning("outbox relay pass failed", extra={"error": str(exc)[:500]})
-                await asyncio.sleep(ERROR_PAUSE_S)
-                continue
-            stop_wait = asyncio.create_task(stop.wait())
-            wake_wait = asyncio.create_task(wake.wait())
-            await asyncio.wait(
-                {stop_wait, wake_wait}, timeout=IDLE_POLL_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (stop_wait, wake_wait):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            wake.clear()  # a NOTIFY during the pass below makes for another pass
+            while not stop.is_set():
+                taken = await publish_batch(
+                    pool, publisher, max_attempts=max_attempts, retry_delay_s=retry_delay_s
+                )
+                if taken < BATCH:
+                    break
+            await _wait_for_either(wake, stop, timeout=IDLE_POLL_S)
     finally:
-        await listener.close()
         log.info("outbox relay stopped")
+
+
+async def _wait_for_either(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:
+    waits = {asyncio.create_task(first.wait()), asyncio.create_task(second.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

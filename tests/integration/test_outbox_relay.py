@@ -1,4 +1,6 @@
-"""The outbox relay against real PostgreSQL and RabbitMQ: CloudEvents out, each row once."""
+"""The outbox relay against real PostgreSQL and RabbitMQ: CloudEvents out, each row once;
+a row that cannot be published is retried, then parked, and holds nothing back; a broker
+that is away is nobody's row's fault."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,10 +17,12 @@ import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from prometheus_client import REGISTRY
 
 from schemas.events import (
     CONTENT_TYPE,
     EVENTS,
+    CloudEvent,
     EmailDelivered,
     EmailFailed,
     EmailRequested,
@@ -27,9 +32,11 @@ from schemas.events import (
     UserRegistered,
 )
 from service import amqp
-from service.amqp import Publisher
+from service.amqp import BrokerUnavailable, Publisher
+from service.listen import Listener
 from service.outbox import add_event
 from service.settings import Settings
+from service.supervisor import is_transient
 from workers import outbox
 
 
@@ -199,36 +206,232 @@ async def test_two_concurrent_publish_batches_publish_each_row_exactly_once(
     assert await outbox.publish_batch(pool, publisher) == 0
 
 
-async def test_an_unconfirmed_command_leaves_its_row_unpublished(
-    pool: asyncpg.Pool, settings: Settings, amqp_connection: AbstractConnection
-) -> None:
-    """email.requested must reach the mailer queue: unroutable, the batch is not marked."""
+# ---------------------------------------------------------------- failing rows
+
+
+async def add_row(
+    pool: asyncpg.Pool, routing_key: str, body: object = None, *, delay_s: float = 0.0
+) -> uuid.UUID:
+    """An outbox row as any producer may write one: a valid CloudEvent unless `body` is
+    given, due `delay_s` from now."""
+    event = CloudEvent(type=f"test.{routing_key}", data={"n": 1})
+    await pool.execute(
+        "INSERT INTO outbox (event_id, routing_key, body, available_at) "
+        "VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        event.id,
+        routing_key,
+        event.model_dump(mode="json", exclude_none=True) if body is None else body,
+        delay_s,
+    )
+    return event.id
+
+
+async def rows_of(pool: asyncpg.Pool, event_ids: set[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    rows = await pool.fetch(
+        "SELECT event_id, attempts, last_error, parked_at, published_at, "
+        "available_at > now() AS waiting FROM outbox WHERE event_id = ANY($1::uuid[])",
+        list(event_ids),
+    )
+    assert len(rows) == len(event_ids)
+    return {r["event_id"]: dict(r) for r in rows}
+
+
+async def make_due(pool: asyncpg.Pool, event_ids: set[uuid.UUID]) -> None:
+    """Skip a failed row's backoff."""
+    await pool.execute(
+        "UPDATE outbox SET available_at = now() WHERE event_id = ANY($1::uuid[])", list(event_ids)
+    )
+
+
+async def delete_rows(pool: asyncpg.Pool, event_ids: set[uuid.UUID]) -> None:
+    await pool.execute("DELETE FROM outbox WHERE event_id = ANY($1::uuid[])", list(event_ids))
+
+
+def parked_total(routing_key: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "registrar_outbox_parked_total", {"routing_key": routing_key}
+    )
+    return sample or 0.0
+
+
+@pytest.fixture
+async def orphan(
+    settings: Settings, amqp_connection: AbstractConnection
+) -> AsyncIterator[Publisher]:
+    """A confirming publisher on an exchange no queue is bound to: every command published
+    mandatory comes back unroutable; an event is confirmed (and dropped)."""
     names = amqp.Names(f"{settings.amqp_prefix}_noqueue")
     channel = await amqp_connection.channel(publisher_confirms=True, on_return_raises=True)
     exchange = await channel.declare_exchange(
         names.events, aio_pika.ExchangeType.TOPIC, auto_delete=True
     )
-    orphan = Publisher(channel, exchange, timeout=settings.confirm_timeout_s)
-    events = await add_events(pool, [sample_events()[3]])
+    yield Publisher(channel, exchange, timeout=settings.confirm_timeout_s)
+    await channel.exchange_delete(names.events)  # never bound, so auto_delete won't fire
+    await channel.close()
+
+
+@pytest.fixture
+async def broker_away(
+    settings: Settings, amqp_connection: AbstractConnection, publisher: Publisher
+) -> Publisher:
+    """A publisher whose channel is closed, as when the broker connection is lost."""
+    channel = await amqp_connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.get_exchange(amqp.Names(settings.amqp_prefix).events)
+    await channel.close()
+    away = Publisher(channel, exchange, timeout=settings.confirm_timeout_s)
+    assert not away.is_connected
+    return away
+
+
+async def test_a_poison_row_fails_alone_holds_nothing_back_and_is_parked_after_max_attempts(
+    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, caplog: pytest.LogCaptureFixture
+) -> None:
+    await drain(pool, publisher)
+    poison = await add_row(pool, "user.activated", {"not": "a CloudEvent"})
+    events = list(await add_events(pool, [sample_events()[1] for _ in range(5)]))
+    parked_before = parked_total("user.activated")
     try:
-        with pytest.raises(amqp.BrokerUnavailable):
-            await outbox.publish_batch(pool, orphan)
-        assert await published_at(pool, set(events)) == [None]
+        # The poison row comes first (lowest id): the row after it goes out all the same.
+        assert await outbox.publish_batch(pool, publisher, limit=2, max_attempts=3) == 2
+        await tap.wait_for({events[0]})
+        row = (await rows_of(pool, {poison}))[poison]
+        assert row["attempts"] == 1
+        assert row["last_error"].startswith("ValidationError")
+        assert row["published_at"] is None and row["parked_at"] is None
+        assert row["waiting"], "a failed row is retried after a backoff, not in the next batch"
+
+        # Later rows are not held back: the next batches take them, not the poison row.
+        assert await outbox.publish_batch(pool, publisher, limit=2, max_attempts=3) == 2
+        assert await outbox.publish_batch(pool, publisher, limit=2, max_attempts=3) == 2
+        assert await outbox.publish_batch(pool, publisher, limit=2, max_attempts=3) == 0
+        await tap.wait_for(set(events))
+        assert None not in await published_at(pool, set(events))
+        assert (await rows_of(pool, {poison}))[poison]["attempts"] == 1
+
+        with caplog.at_level(logging.WARNING, logger="workers.outbox"):
+            for attempt in (2, 3):
+                await make_due(pool, {poison})
+                assert await outbox.publish_batch(pool, publisher, max_attempts=3) == 1
+                assert (await rows_of(pool, {poison}))[poison]["attempts"] == attempt
+        row = (await rows_of(pool, {poison}))[poison]
+        assert row["parked_at"] is not None and row["published_at"] is None
+        assert row["last_error"].startswith("ValidationError")
+        assert parked_total("user.activated") == parked_before + 1
+        parked = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(parked) == 1
+        assert parked[0].event_id == str(poison)
+        assert parked[0].routing_key == "user.activated"
+        assert parked[0].error.startswith("ValidationError")
+
+        # Parked means left alone, even once due.
+        await make_due(pool, {poison})
+        assert await outbox.publish_batch(pool, publisher, max_attempts=3) == 0
+        assert len(tap.of(set(events))) == len(events)  # each good row went out once
     finally:
-        await pool.execute("DELETE FROM outbox WHERE event_id = ANY($1::uuid[])", list(events))
-        await channel.exchange_delete(names.events)  # never bound, so auto_delete won't fire
-        await channel.close()
+        await delete_rows(pool, {poison})
+
+
+async def test_unroutable_commands_fail_their_own_rows_and_are_parked_events_go_out(
+    pool: asyncpg.Pool, publisher: Publisher, orphan: Publisher
+) -> None:
+    """Commands (queues of ours consume them, the gateway's included) are published
+    mandatory: unroutable, each fails by itself and is parked, never confirmed and lost."""
+    await drain(pool, publisher)
+    commands = {
+        key: await add_row(pool, key)
+        for key in ("register.requested", "invite.requested", "email.requested")
+    }
+    event = await add_row(pool, "user.activated")
+    before = {key: parked_total(key) for key in commands}
+    ids = {*commands.values(), event}
+    try:
+        assert await outbox.publish_batch(pool, orphan, max_attempts=2, retry_delay_s=0) == 4
+        rows = await rows_of(pool, ids)
+        assert rows[event]["published_at"] is not None  # not mandatory: confirmed
+        for key, event_id in commands.items():
+            assert rows[event_id]["published_at"] is None, key
+            assert rows[event_id]["attempts"] == 1, key
+            assert "PublishError" in rows[event_id]["last_error"], key
+            assert rows[event_id]["parked_at"] is None, key
+
+        assert await outbox.publish_batch(pool, orphan, max_attempts=2, retry_delay_s=0) == 3
+        rows = await rows_of(pool, ids)
+        for key, event_id in commands.items():
+            assert rows[event_id]["attempts"] == 2, key
+            assert rows[event_id]["parked_at"] is not None, key
+            assert parked_total(key) == before[key] + 1, key
+        assert await outbox.publish_batch(pool, orphan, max_attempts=2, retry_delay_s=0) == 0
+    finally:
+        await delete_rows(pool, ids)
+
+
+async def test_rows_not_yet_available_are_left_until_their_time(
+    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap
+) -> None:
+    await drain(pool, publisher)
+    later = await add_row(pool, "user.activated", delay_s=1.0)
+    try:
+        assert await outbox.publish_batch(pool, publisher) == 0
+        assert await published_at(pool, {later}) == [None]
+
+        deadline = time.monotonic() + 5
+        while not await outbox.publish_batch(pool, publisher):
+            assert time.monotonic() < deadline, "the row never became due"
+            await asyncio.sleep(0.1)
+        await tap.wait_for({later})
+        assert None not in await published_at(pool, {later})
+    finally:
+        await delete_rows(pool, {later})
+
+
+async def test_with_the_broker_away_no_attempt_is_counted_against_any_row(
+    pool: asyncpg.Pool, publisher: Publisher, broker_away: Publisher, tap: EventTap
+) -> None:
+    await drain(pool, publisher)
+    events = set(await add_events(pool, sample_events()[1:4]))
+    poison = await add_row(pool, "user.activated", {"not": "a CloudEvent"})
+    try:
+        # max_attempts=1: a single counted failure would park the row.
+        with pytest.raises(BrokerUnavailable) as raised:
+            await outbox.publish_batch(pool, broker_away, max_attempts=1)
+        assert is_transient(raised.value)  # the supervisor backs off and restarts the relay
+        for row in (await rows_of(pool, {*events, poison})).values():
+            assert row["attempts"] == 0
+            assert row["last_error"] is None
+            assert row["parked_at"] is None and row["published_at"] is None
+            assert not row["waiting"]
+    finally:
+        await delete_rows(pool, {poison})
+    # Back again: the rows go out as if nothing had happened.
+    await drain(pool, publisher)
+    await tap.wait_for(events)
+
+
+# ---------------------------------------------------------------- the relay loop
+
+
+def start_relay(
+    pool: asyncpg.Pool, publisher: Publisher, *, max_attempts: int = 5
+) -> tuple[asyncio.Task, asyncio.Event, asyncio.Event]:
+    """The relay as the composition root runs it (cli/workers.py)."""
+    wake, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        outbox.relay(pool, publisher, wake=wake, stop=stop, max_attempts=max_attempts)
+    )
+    return task, wake, stop
 
 
 async def test_relay_is_woken_by_notify_and_publishes_well_before_its_idle_poll(
     pool: asyncpg.Pool, publisher: Publisher, settings: Settings, tap: EventTap
 ) -> None:
+    """The composition root's Listener sets `wake` on every NOTIFY from an outbox insert."""
     await drain(pool, publisher)
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        outbox.relay(pool, publisher, database_url=settings.database_url, stop=stop)
-    )
+    task, wake, stop = start_relay(pool, publisher)
+    listener = Listener(settings.database_url, outbox.CHANNEL, lambda _payload: wake.set())
+    listening = asyncio.create_task(listener.run())
     try:
+        while not listener.alive:
+            await asyncio.sleep(0.02)
         await asyncio.sleep(0.5)  # its first pass found nothing: it now waits up to 5 s
         assert not task.done()
 
@@ -252,4 +455,80 @@ async def test_relay_is_woken_by_notify_and_publishes_well_before_its_idle_poll(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=3)
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
     assert task.exception() is None
+
+
+async def test_relay_publishes_past_a_poison_row_without_waiting_for_its_poll(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    tap: EventTap,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More than a batch behind a poison row: the pass goes on to the next batch at once
+    (a batch with a failed row is still a full batch)."""
+    await drain(pool, publisher)
+    monkeypatch.setattr(outbox, "IDLE_POLL_S", 60.0)
+    poison = await add_row(pool, "user.activated", {"not": "a CloudEvent"})
+    events = set(await add_events(pool, [sample_events()[1] for _ in range(outbox.BATCH + 20)]))
+    task, _wake, stop = start_relay(pool, publisher, max_attempts=1)
+    try:
+        await tap.wait_for(events, timeout=10)
+        assert (await rows_of(pool, {poison}))[poison]["parked_at"] is not None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=3)
+        await delete_rows(pool, {poison})
+    assert task.exception() is None
+
+
+async def test_relay_polls_for_rows_that_become_due(
+    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No NOTIFY comes when a row's available_at arrives: the idle poll finds it."""
+    await drain(pool, publisher)
+    monkeypatch.setattr(outbox, "IDLE_POLL_S", 0.2)
+    task, _wake, stop = start_relay(pool, publisher)
+    started = time.monotonic()
+    later = await add_row(pool, "user.activated", delay_s=1.0)
+    try:
+        await tap.wait_for({later}, timeout=5)
+        assert time.monotonic() - started >= 0.9, "published before it was due"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=3)
+        await delete_rows(pool, {later})
+    assert task.exception() is None
+
+
+async def test_relay_returns_promptly_once_stop_is_set(
+    pool: asyncpg.Pool, publisher: Publisher
+) -> None:
+    await drain(pool, publisher)
+    task, _wake, stop = start_relay(pool, publisher)
+    await asyncio.sleep(0.3)  # idle now, waiting up to IDLE_POLL_S
+    assert not task.done()
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, timeout=1)
+    assert time.monotonic() - started < 0.5
+    assert task.exception() is None
+
+
+async def test_relay_raises_a_transient_error_for_its_supervisor_instead_of_swallowing_it(
+    pool: asyncpg.Pool, publisher: Publisher, broker_away: Publisher, tap: EventTap
+) -> None:
+    await drain(pool, publisher)
+    events = set(await add_events(pool, sample_events()[1:2]))
+    task, _wake, stop = start_relay(pool, broker_away)
+    try:
+        with pytest.raises(BrokerUnavailable) as raised:
+            await asyncio.wait_for(task, timeout=3)
+        assert is_transient(raised.value)
+    finally:
+        stop.set()
+    assert (await rows_of(pool, events))[next(iter(events))]["attempts"] == 0
+    await drain(pool, publisher)
+    await tap.wait_for(events)
