@@ -7,8 +7,8 @@ command the gateway published itself may be published again by the relay once it
 period is over (its confirm was never recorded): consumers deduplicate on the CloudEvents
 id.
 
-A row that cannot be published (its body is not a CloudEvent, the broker returned it as
-unroutable or refused it) is tried again later, at most `max_attempts` times; then it is
+A row that cannot be published (its body is not a CloudEvent, or the broker returned it
+as unroutable) is tried again later, at most `max_attempts` times; then it is
 parked with its last error (metric registrar_outbox_parked_total, an error log line) and
 left for an operator. Nothing waits behind such a row. When the broker as a whole is away,
 no row is blamed: `publish_batch` raises and the supervisor restarts the relay after a
@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from aiormq.exceptions import DeliveryError
+from aiormq.exceptions import PublishError
 from pydantic import ValidationError
 
 from schemas.events import CloudEvent
@@ -48,9 +48,10 @@ COMMANDS = frozenset(key for keys in QUEUE_BINDINGS.values() for key in keys)
 
 def _blames_row(exc: BaseException) -> bool:
     """True when the failure is the row's, not the broker's: its body is not a CloudEvent,
-    or the broker answered for this very message (returned it as unroutable, or nacked it,
-    e.g. because its queue is full)."""
-    return isinstance(exc, ValidationError) or isinstance(exc.__cause__, DeliveryError)
+    or the broker returned this very message as unroutable (no queue of ours is bound).
+    A nack (a full queue, reject-publish) is backpressure, not the row's fault: the relay
+    backs off and tries again without counting it, so a long backlog parks nothing."""
+    return isinstance(exc, ValidationError) or isinstance(exc.__cause__, PublishError)
 
 
 def _describe(exc: BaseException) -> str:

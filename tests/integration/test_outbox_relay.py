@@ -407,6 +407,38 @@ async def test_with_the_broker_away_no_attempt_is_counted_against_any_row(
     await tap.wait_for(events)
 
 
+async def test_a_full_queue_is_backpressure_not_the_rows_fault(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    amqp_connection: AbstractConnection,
+    publisher: Publisher,
+) -> None:
+    """A command nacked because its queue is full (reject-publish) is retried without
+    being counted, so a long backlog parks nothing."""
+    await drain(pool, publisher)
+    names = amqp.Names(f"{settings.amqp_prefix}_full{uuid.uuid4().hex[:6]}")
+    full = await amqp.open_publisher(amqp_connection, names, max_length=1, timeout=5)
+    rows: list[uuid.UUID] = []
+    try:
+        # A command whose queue nobody consumes: it fills after a message or two.
+        with pytest.raises(BrokerUnavailable):
+            for _ in range(6):
+                rows.append(await add_row(pool, "invite.requested"))
+                await outbox.publish_batch(pool, full, max_attempts=1)
+        state = await rows_of(pool, set(rows))
+        refused = [r for r in state.values() if r["published_at"] is None]
+        assert refused, "the queue should have refused some rows"
+        assert all(r["attempts"] == 0 and r["parked_at"] is None for r in refused)
+    finally:
+        await delete_rows(pool, set(rows))
+        channel = await amqp_connection.channel()
+        for queue in names.all_queues():
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(names.events)
+        await channel.exchange_delete(names.dead_letters)
+        await channel.close()
+
+
 # ---------------------------------------------------------------- the relay loop
 
 
