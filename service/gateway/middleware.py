@@ -35,6 +35,18 @@ def problem_response(
     return web.json_response(body, status=status, headers=headers, content_type=PROBLEM_JSON)
 
 
+def api_error_response(exc: ApiError) -> web.Response:
+    """The problem+json answer of a named error."""
+    return problem_response(
+        exc.status,
+        type_uri=exc.type_uri,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        **exc.extra,
+    )
+
+
 def _route_template(request: web.Request) -> str:
     # The templated route (/{apiKey}/register), never the raw path: paths carry API keys
     # and tokens, which must not reach the logs.
@@ -53,14 +65,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         try:
             response = await handler(request)
         except ApiError as exc:
-            response = problem_response(
-                exc.status,
-                type_uri=exc.type_uri,
-                title=exc.title,
-                detail=exc.detail,
-                headers=exc.headers,
-                **exc.extra,
-            )
+            response = api_error_response(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -86,13 +91,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                     "dependency unavailable",
                     extra={"route": _route_template(request), "error": type(exc).__name__},
                 )
-                unavailable = ServiceUnavailable("a dependency is unavailable; retry later")
-                response = problem_response(
-                    unavailable.status,
-                    type_uri=unavailable.type_uri,
-                    title=unavailable.title,
-                    detail=unavailable.detail,
-                    headers=unavailable.headers,
+                response = api_error_response(
+                    ServiceUnavailable("a dependency is unavailable; retry later")
                 )
         response.headers["X-Request-Id"] = request_id
         route = _route_template(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,6 +18,8 @@ from service.amqp import Publisher
 from service.sealing import derive_secret, seal
 from service.settings import Settings
 from service.tenants import Tenant, create_tenant
+from tests.integration.scripted_smtp import ScriptedMailbox
+from workers.smtp import SmtpConfig, SmtpSender
 
 ACTIVATION_URL = "https://app.example/activate/{activationToken}"
 
@@ -112,3 +114,20 @@ def new_request(pool: asyncpg.Pool, settings: Settings):
         return Request(envelope(data, subject=str(request_id)), data, password)
 
     return make
+
+
+@pytest.fixture
+def scripted() -> ScriptedMailbox:
+    box = ScriptedMailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture
+async def sender(scripted: ScriptedMailbox) -> AsyncIterator[SmtpSender]:
+    """One reused connection to the scripted server (also the mailer's, in
+    test_mail_claims.py)."""
+    sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{scripted.port}?timeout=5"))
+    yield sender
+    await sender.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import asyncpg
@@ -25,7 +24,6 @@ from tests.integration.test_mailer import (
     mail_settings,
     requested_email,
 )
-from tests.integration.test_smtp_sender import ScriptedMailbox
 from workers import mailer
 from workers.smtp import SmtpConfig, SmtpSender
 
@@ -36,18 +34,8 @@ async def tenant(make_tenant: MakeTenant) -> Tenant:
 
 
 @pytest.fixture
-def scripted() -> ScriptedMailbox:
-    box = ScriptedMailbox()
-    box.controller.start()
-    yield box
-    box.controller.stop()
-
-
-@pytest.fixture
-async def smtp(scripted: ScriptedMailbox) -> AsyncIterator[SmtpSender]:
-    sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{scripted.port}?timeout=5"))
-    yield sender
-    await sender.close()
+def smtp(sender: SmtpSender) -> SmtpSender:
+    return sender
 
 
 @pytest.fixture
