@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import signal
 import sys
 import traceback
@@ -127,6 +128,7 @@ async def run(args: argparse.Namespace) -> int:
                 budgeted = within_budget(options, left, len(args.scenarios) - index - 1)
                 try:
                     results.append(await run_scenario(env, SCENARIOS[name], budgeted))
+                    progress(f"{name}: done: {results[-1].line()}")
                 except Exception:
                     progress(f"{name}: could not be run:\n{traceback.format_exc()}")
                     crashed.append(name)
@@ -140,13 +142,18 @@ async def run(args: argparse.Namespace) -> int:
             progress(f"logs kept under {env.root}")
         else:
             env.remove_logs()
-    for result in results:
-        print(result.line(), flush=True)
+        # Last, and also when interrupted: the lines of the scenarios that completed.
+        for result in results:
+            print(result.line(), flush=True)
     return 2 if crashed else (1 if failed else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The harness's own AMQP connection reconnects through broker_restart by design;
+    # aio-pika's tracebacks about it would bury the progress lines.
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return asyncio.run(run(args))
     except (KeyboardInterrupt, asyncio.CancelledError):

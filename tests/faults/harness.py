@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from tests.faults.traffic import Client, Item, Plan, stream
 TENANT_PREFIX = "https://app.example.com/"
 # An audit query that fails is retried for this long (PostgreSQL coming back up).
 AUDIT_RETRY_S = 60
+# A broker that accepts TCP but never answers must not hang the harness.
+AMQP_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,15 @@ def _parse_env_lines(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+async def _bounded(what: str, step: Awaitable, timeout: float = AMQP_TIMEOUT_S):
+    """Await a clean-up step for at most `timeout`; report, never raise, if it fails."""
+    try:
+        return await asyncio.wait_for(step, timeout)
+    except Exception as exc:
+        progress(f"{what} failed: {exc!r}")
+        return None
+
+
 class Environment:
     """Everything a run owns and removes at the end: a database, an AMQP prefix, a key
     pair, the SMTP sink, a tenant with a bearer token, the audit queue, a log directory."""
@@ -153,37 +165,41 @@ class Environment:
             self.env, "token", "create", "--tenant", self.tenant["id"], "--scope", "users:invite"
         )
         self.token = json.loads(token)["token"]
-        self.amqp = await aio_pika.connect_robust(
-            AMQP_URL, client_properties={"connection_name": f"faults-{self.run_id}"}
+        self.amqp = await asyncio.wait_for(
+            aio_pika.connect_robust(
+                AMQP_URL, client_properties={"connection_name": f"faults-{self.run_id}"}
+            ),
+            AMQP_TIMEOUT_S,
         )
         self.events = EventLog(self.amqp, self.prefix)
 
     async def _teardown(self) -> None:
-        """Best effort, step by step: one failing step must not skip the others."""
+        """Best effort, step by step, each bounded in time: one failing or hanging step
+        must not skip the others."""
         ensure_services_running()
         if self.sink is not None:
             self.sink.stop()
         if self.events is not None:
-            await self.events.close()
+            await _bounded("closing the audit channel", self.events.close())
         if self.amqp is not None:
-            try:
-                deleted = await delete_topology(self.amqp, self.prefix)
+            deleted = await _bounded(
+                f"deleting the queues and exchanges of {self.prefix}",
+                delete_topology(self.amqp, self.prefix),
+                timeout=120,
+            )
+            if deleted is not None:
                 progress(f"deleted {deleted} queues and exchanges under {self.prefix}.")
-            except Exception as exc:
-                progress(f"could not delete the topology of {self.prefix}: {exc!r}")
-            with contextlib.suppress(Exception):
-                await self.amqp.close()
-        await self._drop_database()
+            await _bounded("closing the AMQP connection", self.amqp.close())
+        await _bounded(f"dropping {self.database_url}", self._drop_database(), timeout=90)
 
     async def _drop_database(self) -> None:
-        for _ in range(30):
+        while True:
             try:
-                await drop_database(self.database_url)
+                await asyncio.wait_for(drop_database(self.database_url), 20)
                 return
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
                 progress(f"dropping the database failed ({exc!r}); retrying")
                 await asyncio.sleep(2)
-        progress(f"gave up dropping {self.database_url}")
 
     def remove_logs(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -196,21 +212,22 @@ async def run_scenario(env: Environment, scenario: Scenario, options: Options) -
     replayer = None
     try:
         await service.start()
-        await env.events.bind()
+        await asyncio.wait_for(env.events.bind(), AMQP_TIMEOUT_S)
         if scenario.replay:
             replayer = Replayer(env.amqp, env.prefix, max_delay_s=options.replay_delay_s)
-            await replayer.start()
+            await asyncio.wait_for(replayer.start(), AMQP_TIMEOUT_S)
         items = await _stream_with_fault(env, service, scenario, options)
         witnesses = await drain(env, items, options, replayer)
     finally:
         if replayer is not None:
-            await replayer.stop()
+            await _bounded("stopping the replayer", replayer.stop())
             progress(f"{scenario.name}: replayed {replayer.replayed} of {replayer.seen} commands")
         codes = service.stop()
     result = Result(scenario.name, items, witnesses)
-    result.notes.extend(
-        f"{name} exited {code} on SIGTERM (expected 0)" for name, code in codes.items() if code
-    )
+    for name, code in codes.items():
+        if code:
+            result.notes.append(f"{name} exited {code} on SIGTERM (expected 0)")
+            progress(f"{scenario.name}: {result.notes[-1]}")
     result.notes.append(f"process logs: {service.log_dir}")
     return result
 
@@ -235,7 +252,11 @@ async def _stream_with_fault(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
     accepted = sum(item.accepted for item in items)
-    progress(f"{scenario.name}: {len(items)} sent, {accepted} accepted")
+    answers = Counter()
+    for item in items:
+        answers.update(item.outcomes)
+    summary = ", ".join(f"{answer} x{n}" for answer, n in sorted(answers.items()))
+    progress(f"{scenario.name}: {len(items)} sent, {accepted} accepted; answers: {summary}")
     return items
 
 
