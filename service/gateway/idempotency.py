@@ -8,7 +8,6 @@ import json
 
 from service.tenants import Tenant
 
-
 # Never part of a stored fingerprint: the tenant secret that keys it lives in the same
 # database, so a fingerprint over a password would let anyone holding a dump test
 # password guesses at HMAC speed, bypassing argon2id.
