@@ -12,6 +12,8 @@ from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Va
 from service.gateway.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
+# No body of ours nests deeper than a few levels; deeper is an attack on the parser.
+MAX_DEPTH = 32
 
 
 def _is_json(content_type: str) -> bool:
@@ -32,11 +34,29 @@ async def read_json_object(request: web.Request) -> dict[str, object]:
         ) from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # also numbers too long to convert
         raise BadRequest("the body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels")
     return body
+
+
+def _depth(value: object) -> int:
+    """How deeply containers nest in a parsed JSON value (iteratively: no recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from service import metrics
 from service.errors import ApiError, ServiceUnavailable
+from service.gateway.headers import secure_html
 from service.logs import correlation_id
 from service.supervisor import is_transient
 
@@ -95,6 +96,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                     ServiceUnavailable("a dependency is unavailable; retry later")
                 )
         response.headers["X-Request-Id"] = request_id
+        secure_html(response)
         route = _route_template(request)
         elapsed = time.perf_counter() - started
         metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
