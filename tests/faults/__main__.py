@@ -108,7 +108,7 @@ def report_failure(result: Result) -> None:
         progress(f"  {'/'.join(flags)}: {item.describe()}: {witnesses.describe()}")
     if not result.accepted:
         progress("  nothing was accepted: the scenario proved nothing")
-    for note in result.notes:
+    for note in [*result.process_failures, *result.notes]:
         progress(f"  {note}")
 
 
@@ -138,7 +138,8 @@ async def run(args: argparse.Namespace) -> int:
         for result in results:
             if not result.ok:
                 report_failure(result)
-        if failed or args.keep_logs:
+        odd_exits = any(result.process_failures for result in results)
+        if failed or odd_exits or args.keep_logs:
             progress(f"logs kept under {env.root}")
         else:
             env.remove_logs()

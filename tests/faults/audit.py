@@ -80,6 +80,8 @@ class Result:
     items: list[Item]
     witnesses: dict[str, Witnesses]
     notes: list[str] = field(default_factory=list)
+    # Processes that did not exit 0 on SIGTERM: no part of the verdict, but worth a look.
+    process_failures: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[Item]:

@@ -226,8 +226,9 @@ async def run_scenario(env: Environment, scenario: Scenario, options: Options) -
     result = Result(scenario.name, items, witnesses)
     for name, code in codes.items():
         if code:
-            result.notes.append(f"{name} exited {code} on SIGTERM (expected 0)")
-            progress(f"{scenario.name}: {result.notes[-1]}")
+            failure = f"{name} exited {code} on SIGTERM (expected 0)"
+            result.process_failures.append(failure)
+            progress(f"{scenario.name}: {failure}")
     result.notes.append(f"process logs: {service.log_dir}")
     return result
 

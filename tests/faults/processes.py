@@ -32,6 +32,7 @@ class Process:
         self.log = log
         self.ready_url = ready_url
         self.popen: subprocess.Popen | None = None
+        self._terminated = False
 
     def start(self) -> None:
         with self.log.open("ab") as log:
@@ -67,18 +68,23 @@ class Process:
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, once: a second one could cut short the shutdown the first began."""
+        if self.alive and not self._terminated:
+            self.popen.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM and wait (SIGKILL after `timeout`); the exit code, None if never run."""
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                progress(f"{self.name} ignored SIGTERM for {timeout}s; killing it")
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        self.terminate()
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            progress(f"{self.name} ignored SIGTERM for {timeout}s; killing it")
+            self.popen.kill()
+            self.popen.wait(timeout=10)
         return self.popen.returncode
 
 
@@ -155,5 +161,5 @@ class Service:
         """SIGTERM every live process, all at once, then wait; exit codes by name."""
         live = [p for p in (self.gateway, *self.workers) if p is not None and p.alive]
         for process in live:
-            process.popen.send_signal(signal.SIGTERM)
+            process.terminate()
         return {process.name: process.stop() for process in live}
