@@ -9,7 +9,15 @@ from aiohttp import web
 
 from service import amqp, metrics, outcomes, startup
 from service.gateway import accept, activation, health, invite, openapi, register
-from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, SUPERVISOR, WAITER
+from service.gateway.keys import (
+    LIMITER,
+    POOL,
+    PUBLISHER,
+    SETTINGS,
+    SUPERVISOR,
+    TENANT_LIMITER,
+    WAITER,
+)
 from service.gateway.middleware import problem_middleware
 from service.listen import Listener
 from service.outcomes import OutcomeWaiter
@@ -63,7 +71,14 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
         asyncio.Event(), backoff_max=settings.restart_backoff_max_s
     )
     app[LIMITER] = RateLimiter(
-        rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+        rate_per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
+    )
+    app[TENANT_LIMITER] = RateLimiter(
+        rate_per_minute=settings.tenant_rate_limit_per_minute,
+        burst=settings.tenant_rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
     )
     app.cleanup_ctx.extend([_postgres, _outcome_listener, _rabbitmq])
     app.router.add_get("/healthz", health.healthz)
