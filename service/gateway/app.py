@@ -36,7 +36,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
     """LISTEN for workers' decisions, reopened after a database restart."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
-    app[WAITER] = waiter = OutcomeWaiter()
+    app[WAITER] = waiter = OutcomeWaiter(limit=settings.max_waiters)
     listener = Listener(
         settings.database_url,
         outcomes.CHANNEL,
