@@ -199,14 +199,33 @@ class System:
 # --- fuzzing ----------------------------------------------------------------------------
 
 
+def judge(case, response, tally: Tally) -> None:
+    """Count one answer and what Schemathesis's two checks find wrong with it."""
+    from schemathesis.checks import Failure, FailureGroup, not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    tally.requests += 1
+    tally.by_operation[f"{case.method} {case.path}"] += 1
+    for check, kind in (
+        (not_a_server_error, "server error"),
+        (response_schema_conformance, "schema violation"),
+    ):
+        try:
+            case.validate_response(response, checks=[check])
+        except (Failure, FailureGroup) as exc:  # counted and described, not raised
+            if kind == "server error":
+                tally.server_errors += 1
+            else:
+                tally.schema_violations += 1
+            tally.failure(kind, case, response, str(exc))
+
+
 def fuzz(base_url: str, api_key: str, token: str, budget: int, seed: int | None) -> Tally:
     """At least `budget` generated requests spread over every operation of the document."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import settings as hypothesis_settings
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance
 
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -221,20 +240,7 @@ def fuzz(base_url: str, api_key: str, token: str, budget: int, seed: int | None)
             tally.server_errors += 1
             tally.failure("no answer", case, None, repr(exc))
             return
-        tally.requests += 1
-        tally.by_operation[f"{case.method} {case.path}"] += 1
-        for check, kind in (
-            (not_a_server_error, "server error"),
-            (response_schema_conformance, "schema violation"),
-        ):
-            try:
-                case.validate_response(response, checks=[check])
-            except Exception as exc:  # a Schemathesis Failure (group): counted, not raised
-                if kind == "server error":
-                    tally.server_errors += 1
-                else:
-                    tally.schema_violations += 1
-                tally.failure(kind, case, response, str(exc))
+        judge(case, response, tally)
 
     def strategy_for(operation, mode):
         fixed_path = {"apiKey": api_key} if "{apiKey}" in operation.path else None
