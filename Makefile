@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench clean messages asyncapi faults
+.PHONY: help venv services test run lint fmt bench clean messages asyncapi faults fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -65,3 +65,6 @@ asyncapi: venv ## regenerate schemas/asyncapi.json from the event models
 
 faults: venv services ## fault scenarios on real processes, audited (FAULTS_ARGS='worker_kill ...'); restarts local PostgreSQL + RabbitMQ
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+fuzz: venv services ## Schemathesis on /openapi.json against real processes (FUZZ_ARGS='--requests 20000')
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)

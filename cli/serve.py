@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cli.devmail import mailbox_page, start_mailbox
 from cli.workers import run_workers
-from service import db
+from service import db, metrics
 from service.gateway.app import create_app
 from service.sealing import generate_key_pair
 from service.settings import Settings
@@ -40,22 +40,38 @@ async def serve_gateway(
     stop: asyncio.Event,
     customize: Callable[[web.Application], None] | None = None,
     supervisor: Supervisor | None = None,
+    *,
+    metrics_server: bool = True,
 ) -> None:
     """Serve HTTP until `stop`; then stop accepting and finish in-flight requests.
-    A crashed background task stops the gateway too, which then exits non-zero."""
+    A crashed background task stops the gateway too, which then exits non-zero.
+
+    With REGISTRAR_METRICS_PORT set, /metrics (and /healthz, /readyz) are served on that
+    port instead of the public one; `metrics_server=False` when another part of the
+    process (`registrar run`'s workers) serves that port already."""
     own_supervisor = supervisor is None
     supervisor = supervisor or Supervisor(stop, backoff_max=settings.restart_backoff_max_s)
     app = create_app(settings, supervisor)
     if customize:
         customize(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    metrics_runner: web.AppRunner | None = None
     try:
         await runner.setup()
+        if metrics_server and settings.metrics_port:
+            metrics_runner = await metrics.serve_metrics(
+                settings.metrics_host, settings.metrics_port, readiness=supervisor.health.report
+            )
         await web.TCPSite(runner, host, port).start()
-        log.info("gateway listening", extra={"host": host, "port": port})
+        log.info(
+            "gateway listening",
+            extra={"host": host, "port": port, "metrics_port": settings.metrics_port},
+        )
         await stop.wait()
     finally:
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         log.info("gateway stopped")
     if own_supervisor:
         await supervisor.close()
@@ -151,6 +167,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
                     stop,
                     customize=dev_routes,
                     supervisor=supervisor,
+                    metrics_server=False,  # the workers serve REGISTRAR_METRICS_PORT
                 )
             ),
             stopping_all(run_workers(settings, ["all"], stop, supervisor)),

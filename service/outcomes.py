@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 class OutcomeWaiter:
     """Wakes coroutines waiting on an id when a worker announces a decision about it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, limit: int | None = None) -> None:
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._count = 0
+        self._limit = limit
 
     def notify(self, payload: str) -> None:
         """A decision about `payload` was announced; "" (the LISTEN connection was just
@@ -41,15 +43,28 @@ class OutcomeWaiter:
 
     @property
     def waiting(self) -> int:
-        return sum(len(events) for events in self._waiters.values())
+        return self._count
+
+    @property
+    def full(self) -> bool:
+        return self._limit is not None and self._count >= self._limit
 
     async def wait_for(
         self, key: str, check: Callable[[], Awaitable[T | None]], *, timeout: float
     ) -> T | None:
-        """Return `check()`'s first non-None result, or None once `timeout` has passed."""
+        """Return `check()`'s first non-None result, or None once `timeout` has passed.
+
+        None at once, without checking, when `limit` callers are waiting already (the
+        caller answers "pending"). `check` should take a pool connection only for its own
+        queries: between checks a waiter holds nothing but an Event, so the number of
+        waiters is bounded by `limit`, not by the pool size.
+        """
+        if self.full:
+            return None
         deadline = time.monotonic() + timeout
         event = asyncio.Event()
         self._waiters.setdefault(key, set()).add(event)
+        self._count += 1
         try:
             while True:
                 event.clear()  # before checking, so a notify during the check is kept
@@ -60,6 +75,7 @@ class OutcomeWaiter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(remaining, POLL_INTERVAL_S))
         finally:
+            self._count -= 1
             waiters = self._waiters.get(key)
             if waiters is not None:
                 waiters.discard(event)

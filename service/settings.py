@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.ratelimit import IPNetwork, parse_networks
 
 
 class Settings(BaseSettings):
@@ -22,9 +26,18 @@ class Settings(BaseSettings):
 
     register_wait_s: float = Field(default=10.0, ge=0, le=120)
     max_body_bytes: int = 64 * 1024
-    # Token bucket per client address and tenant: sustained rate and burst size.
+    # Token buckets, per gateway process: one per client address, one per tenant (a
+    # request must pass both): sustained rate and burst size of each.
     rate_limit_per_minute: int = Field(default=600, ge=1)
     rate_limit_burst: int = Field(default=60, ge=1)
+    tenant_rate_limit_per_minute: int = Field(default=6000, ge=1)
+    tenant_rate_limit_burst: int = Field(default=600, ge=1)
+    # At most this many buckets per limiter; the least recently used goes first.
+    rate_limit_max_keys: int = Field(default=100_000, ge=1)
+    # Proxies (comma-separated CIDRs) whose X-Forwarded-For names the client address.
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    # `Prefer: wait` / default POSTs waiting for an outcome at once; beyond it: 202 at once.
+    max_waiters: int = Field(default=1000, ge=0)
     # Backpressure: a queue holding this many messages refuses new ones (-> 503).
     queue_max_length: int = Field(default=100_000, ge=1)
     confirm_timeout_s: float = 5.0
@@ -59,6 +72,13 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts by design
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str | list | tuple):
+            return parse_networks(value)
+        return value
 
     # `registrar run` only: where keys and the development mailbox live.
     var_dir: str = "var"

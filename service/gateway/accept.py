@@ -18,7 +18,7 @@ from service.errors import (
     NotFound,
     UnsupportedMediaType,
 )
-from service.gateway.auth import enforce_rate_limit
+from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit
 from service.gateway.body import model_response, read_json_object, validate
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.invitations import Decision, Invitation
@@ -107,6 +107,7 @@ async def show_form(request: web.Request) -> web.Response:
     invitation = await invitations.find_by_token(request.app[POOL], request.match_info["token"])
     if invitation is None:
         return message_page("unknown", invitation=None, request=request)
+    enforce_tenant_rate_limit(request, invitation.tenant_id)
     if not invitation.usable:
         return message_page("gone", invitation=invitation, request=request)
     return form_page(invitation, name=invitation.name or "", errors={})
@@ -133,6 +134,7 @@ async def accept_form(request: web.Request) -> web.Response:
     invitation = await invitations.find_by_token(request.app[POOL], request.match_info["token"])
     if invitation is None:
         return message_page("unknown", invitation=None, request=request)
+    enforce_tenant_rate_limit(request, invitation.tenant_id)
     if not invitation.usable:
         return message_page("gone", invitation=invitation, request=request)
     fields = await request.post()
@@ -163,6 +165,7 @@ async def accept_api(request: web.Request) -> web.Response:
     invitation = await invitations.find_by_token(request.app[POOL], request.match_info["token"])
     if invitation is None:
         raise NotFound("unknown invitation")
+    enforce_tenant_rate_limit(request, invitation.tenant_id)
     if not invitation.usable:
         raise InvitationGone()
     form = validate(AcceptInvitation, await read_json_object(request))

@@ -9,7 +9,7 @@ from aiohttp import web
 from schemas.events import ActivationRequested, envelope
 from service import tokens, users
 from service.errors import NotFound, TokenAlreadyUsed
-from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit, tenant_from_path
 from service.gateway.body import model_response
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 
@@ -24,6 +24,7 @@ async def activate(request: web.Request) -> web.Response:
     """Consume an activation token: 200 with the approved user, 404 unknown, 409 used."""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
+    enforce_tenant_rate_limit(request, tenant.id)
     pool = request.app[POOL]
     token_hash = tokens.hash_secret(request.match_info["activationToken"])
     row = await pool.fetchrow(ACTIVATION_ROW_SQL, token_hash, tenant.id)

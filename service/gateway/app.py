@@ -9,7 +9,15 @@ from aiohttp import web
 
 from service import amqp, metrics, outcomes, startup
 from service.gateway import accept, activation, health, invite, openapi, register
-from service.gateway.keys import LIMITER, POOL, PUBLISHER, SETTINGS, SUPERVISOR, WAITER
+from service.gateway.keys import (
+    LIMITER,
+    POOL,
+    PUBLISHER,
+    SETTINGS,
+    SUPERVISOR,
+    TENANT_LIMITER,
+    WAITER,
+)
 from service.gateway.middleware import problem_middleware
 from service.listen import Listener
 from service.outcomes import OutcomeWaiter
@@ -28,7 +36,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
     """LISTEN for workers' decisions, reopened after a database restart."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
-    app[WAITER] = waiter = OutcomeWaiter()
+    app[WAITER] = waiter = OutcomeWaiter(limit=settings.max_waiters)
     listener = Listener(
         settings.database_url,
         outcomes.CHANNEL,
@@ -63,12 +71,20 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
         asyncio.Event(), backoff_max=settings.restart_backoff_max_s
     )
     app[LIMITER] = RateLimiter(
-        rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+        rate_per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
+    )
+    app[TENANT_LIMITER] = RateLimiter(
+        rate_per_minute=settings.tenant_rate_limit_per_minute,
+        burst=settings.tenant_rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
     )
     app.cleanup_ctx.extend([_postgres, _outcome_listener, _rabbitmq])
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", metrics.metrics_view)
+    if not settings.metrics_port:  # else served on its own port (cli.serve)
+        app.router.add_get("/metrics", metrics.metrics_view)
     app.router.add_get("/openapi.json", openapi.openapi_view)
     app.router.add_post("/{apiKey}/register", register.register)
     app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)

@@ -1,22 +1,45 @@
-"""Who is calling: API keys in the path, rate limits per client."""
+"""Who is calling: API keys in the path, rate limits per client address and per tenant."""
 
 from __future__ import annotations
+
+import uuid
 
 from aiohttp import web
 
 from service import tenants
 from service.errors import Forbidden, RateLimited, Unauthorized
-from service.gateway.keys import LIMITER, POOL
+from service.gateway.keys import LIMITER, POOL, SETTINGS, TENANT_LIMITER
+from service.ratelimit import client_address
 from service.tenants import AccessToken, Tenant
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="registrar"'}
 
 
-def enforce_rate_limit(request: web.Request) -> None:
-    """429 with Retry-After when this client address has spent its budget."""
-    wait = request.app[LIMITER].take(request.remote or "unknown")
+def client_of(request: web.Request) -> str:
+    """The caller's address: X-Forwarded-For is believed only from REGISTRAR_TRUSTED_PROXIES."""
+    return client_address(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        request.app[SETTINGS].trusted_proxies,
+    )
+
+
+def _refuse(wait: int, detail: str) -> None:
     if wait:
-        raise RateLimited(f"retry in {wait} s", headers={"Retry-After": str(wait)}, retryAfter=wait)
+        raise RateLimited(detail, headers={"Retry-After": str(wait)}, retryAfter=wait)
+
+
+def enforce_rate_limit(request: web.Request) -> None:
+    """429 with Retry-After when this client address has spent its budget (checked first,
+    before any database work)."""
+    wait = request.app[LIMITER].take(client_of(request))
+    _refuse(wait, f"too many requests from this address; retry in {wait} s")
+
+
+def enforce_tenant_rate_limit(request: web.Request, tenant_id: uuid.UUID) -> None:
+    """429 with Retry-After when the tenant, all its clients together, has spent its budget."""
+    wait = request.app[TENANT_LIMITER].take(str(tenant_id))
+    _refuse(wait, f"too many requests for this tenant; retry in {wait} s")
 
 
 async def tenant_from_path(request: web.Request) -> Tenant:

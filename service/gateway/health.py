@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import captcha
-from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit, tenant_from_path
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, SUPERVISOR
 
 
@@ -36,5 +36,6 @@ async def captcha_challenge(request: web.Request) -> web.Response:
     """GET /{apiKey}/captcha/challenge - a fresh ALTCHA v1 challenge for this tenant."""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
+    enforce_tenant_rate_limit(request, tenant.id)
     challenge = captcha.new_challenge(tenant, max_number=request.app[SETTINGS].captcha_max_number)
     return web.json_response(challenge, headers={"Cache-Control": "no-store"})

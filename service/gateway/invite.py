@@ -11,7 +11,7 @@ from schemas.events import InviteRequested
 from schemas.http import InviteRegisterRequest, InviteRequest
 from service import tenants
 from service.errors import ValidationFailed
-from service.gateway.auth import bearer_token, enforce_rate_limit
+from service.gateway.auth import bearer_token, enforce_rate_limit, enforce_tenant_rate_limit
 from service.gateway.body import read_json_object, validate
 from service.gateway.idempotency import fingerprint
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS
@@ -24,6 +24,7 @@ async def _invite(request: web.Request, model: type[BaseModel]) -> web.Response:
     enforce_rate_limit(request)
     token = await bearer_token(request, scope=INVITE_SCOPE)
     tenant = token.tenant
+    enforce_tenant_rate_limit(request, tenant.id)
     form = validate(model, body := await read_json_object(request))
     role_id = getattr(form, "role_id", None)
     if role_id is not None and not await tenants.role_exists(

@@ -15,5 +15,6 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", Publisher)
 WAITER = web.AppKey("waiter", OutcomeWaiter)
-LIMITER = web.AppKey("limiter", RateLimiter)
+LIMITER = web.AppKey("limiter", RateLimiter)  # per client address
+TENANT_LIMITER = web.AppKey("tenant_limiter", RateLimiter)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -20,6 +20,7 @@ from schemas.http import (
     ResendRequest,
     User,
 )
+from service.gateway.keys import SETTINGS
 
 INPUTS = (RegisterRequest, ResendRequest, InviteRegisterRequest, InviteRequest, AcceptInvitation)
 OUTPUTS = (User, RequestStatus, Problem)
@@ -252,5 +253,9 @@ def build_openapi() -> dict[str, Any]:
     }
 
 
-async def openapi_view(_request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+async def openapi_view(request: web.Request) -> web.Response:
+    document = build_openapi()
+    if request.app[SETTINGS].metrics_port:  # /metrics is on another port
+        document = {**document, "paths": dict(document["paths"])}
+        del document["paths"]["/metrics"]
+    return web.json_response(document)

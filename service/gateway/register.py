@@ -18,7 +18,7 @@ from service.errors import (
     UserNameTaken,
     ValidationFailed,
 )
-from service.gateway.auth import enforce_rate_limit, tenant_from_path
+from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit, tenant_from_path
 from service.gateway.body import model_response, read_json_object, validate
 from service.gateway.idempotency import fingerprint
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
@@ -112,6 +112,7 @@ async def register(request: web.Request) -> web.Response:
     """POST /{apiKey}/register"""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
+    enforce_tenant_rate_limit(request, tenant.id)
     if not tenant.registration_enabled:
         raise RegistrationDisabled()
     body = await read_json_object(request)
@@ -166,6 +167,7 @@ async def resend_activation(request: web.Request) -> web.Response:
     """POST /{apiKey}/register/resend {"email"} - always 204, so nobody learns who exists."""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
+    enforce_tenant_rate_limit(request, tenant.id)
     form = validate(ResendRequest, await read_json_object(request))
     command = ActivationResendRequested(tenant_id=tenant.id, email=form.email)
     await request.app[PUBLISHER].publish("activation.resend.requested", envelope(command))

@@ -8,7 +8,9 @@ import uuid
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from service import tenants
 from service.gateway.app import create_app
+from service.ratelimit import parse_networks
 from service.settings import Settings
 from tests.conftest import drop_topology
 
@@ -44,6 +46,67 @@ async def test_rate_limit_answers_429_with_retry_after(settings, api_key):
         assert statuses == [202, 202, 429]
         assert int(response.headers["Retry-After"]) >= 1
         assert response.content_type == "application/problem+json"
+    finally:
+        await client.close()
+
+
+async def statuses_of(client: TestClient, path: str, forwarded_for: list[str]) -> list[int]:
+    answers = []
+    for address in forwarded_for:
+        response = await client.get(path, headers={"X-Forwarded-For": address})
+        answers.append(response.status)
+        if response.status == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+    return answers
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(settings, api_key):
+    client = await gateway_client(settings, rate_limit_burst=1, rate_limit_per_minute=1)
+    try:
+        # The test client's peer (127.0.0.1) is no trusted proxy: a fresh header value
+        # per request does not buy a fresh bucket.
+        path = f"/{api_key}/captcha/challenge"
+        assert await statuses_of(client, path, ["198.51.100.1", "198.51.100.2"]) == [200, 429]
+    finally:
+        await client.close()
+
+
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(settings, api_key):
+    client = await gateway_client(
+        settings,
+        rate_limit_burst=1,
+        rate_limit_per_minute=1,
+        trusted_proxies=parse_networks("127.0.0.0/8, 10.0.0.0/8"),
+    )
+    try:
+        path = f"/{api_key}/captcha/challenge"
+        # Each client has its own bucket; the left-most (client-written) value is not
+        # believed once a proxy appended the real one.
+        forwarded = ["198.51.100.1", "198.51.100.2", "6.6.6.6, 198.51.100.1, 10.0.0.7"]
+        assert await statuses_of(client, path, forwarded) == [200, 200, 429]
+    finally:
+        await client.close()
+
+
+async def test_a_tenant_has_a_budget_of_its_own_across_all_its_clients(settings, api_key, pool):
+    client = await gateway_client(
+        settings,
+        tenant_rate_limit_burst=2,
+        tenant_rate_limit_per_minute=1,
+        trusted_proxies=parse_networks("127.0.0.1"),
+    )
+    try:
+        path = f"/{api_key}/captcha/challenge"
+        clients = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        assert await statuses_of(client, path, clients) == [200, 200, 429]
+        response = await client.get(path, headers={"X-Forwarded-For": "198.51.100.4"})
+        assert response.content_type == "application/problem+json"
+        assert "tenant" in (await response.json())["detail"]
+        # Another tenant is not held back by the first one's traffic.
+        _, other = await tenants.create_tenant(
+            pool, name="other", activation_url_prefixes=["https://app.example.com/"]
+        )
+        assert await statuses_of(client, f"/{other}/captcha/challenge", clients[:1]) == [200]
     finally:
         await client.close()
 
