@@ -8,7 +8,7 @@ from typing import Literal
 
 import asyncpg
 
-from service import tokens
+from service import links, tokens
 
 CaptchaMode = Literal["none", "pow"]
 DuplicatesMode = Literal["conflict", "silent"]
@@ -40,9 +40,24 @@ class Tenant:
             mail_from=row["mail_from"],
         )
 
+    def activation_url_problem(self, url: str) -> str | None:
+        """Why `url` may not be an activation link of this tenant, or None (service.links)."""
+        return links.problem(url, self.activation_url_prefixes, links.ACTIVATION_PLACEHOLDER)
+
     def allows_activation_url(self, url: str) -> bool:
-        """True when `url` starts with one of the tenant's allowed prefixes."""
-        return any(url.startswith(prefix) for prefix in self.activation_url_prefixes)
+        """True when `url` is under one of the tenant's allowed prefixes, compared as
+        parsed URLs (scheme, host, port, path), with exactly one placeholder."""
+        return self.activation_url_problem(url) is None
+
+
+def check_prefixes(prefixes: list[str]) -> list[str]:
+    """The prefixes, unchanged, or ValueError naming the first that is not a proper URL."""
+    for prefix in prefixes:
+        try:
+            links.parse_prefix(prefix)
+        except links.LinkError as exc:
+            raise ValueError(f"activation URL prefix {prefix!r} {exc}") from None
+    return prefixes
 
 
 async def create_tenant(
@@ -56,7 +71,10 @@ async def create_tenant(
     default_locale: str = "en",
     mail_from: str | None = None,
 ) -> tuple[Tenant, str]:
-    """Create a tenant with its default `User` role; returns it and its API key (shown once)."""
+    """Create a tenant with its default `User` role; returns it and its API key (shown once).
+
+    ValueError when a prefix is not an https (or local http) URL (service.links)."""
+    check_prefixes(activation_url_prefixes)
     api_key = tokens.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(

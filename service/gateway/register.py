@@ -116,10 +116,10 @@ async def register(request: web.Request) -> web.Response:
         raise RegistrationDisabled()
     body = await read_json_object(request)
     form = validate(RegisterRequest, body)
-    if not tenant.allows_activation_url(form.activation_url):
+    problem = tenant.activation_url_problem(form.activation_url)
+    if problem is not None:
         raise ValidationFailed(
-            "activationUrl is not under an allowed prefix",
-            errors=[{"field": "activationUrl", "message": "not under an allowed prefix"}],
+            f"activationUrl {problem}", errors=[{"field": "activationUrl", "message": problem}]
         )
     if tenant.captcha == "pow" and not form.challenge_response:
         raise CaptchaFailed("challengeResponse is required")

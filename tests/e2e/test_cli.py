@@ -61,6 +61,16 @@ def test_tenant_and_token_create_print_json(service):
     assert bad.returncode == 2 and "unknown locale" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["app.example.com", "http://app.example.com/", "https://app.example.com@evil.test/"],
+)
+def test_tenant_create_refuses_a_prefix_that_is_not_an_https_url(service, prefix):
+    done = run_cli("tenant", "create", "Bad", "--activation-url-prefix", prefix, env=service.env)
+    assert done.returncode != 0 and not done.stdout
+    assert "activation URL prefix" in done.stderr and prefix in done.stderr
+
+
 def test_migrate_twice_is_a_no_op(service):
     done = run_cli("migrate", env=service.env)
     assert done.returncode == 0 and json.loads(done.stdout) == {"applied": []}
