@@ -383,3 +383,57 @@ async def test_the_failure_hook_never_undoes_a_decision(
     await register(req.event, req.data)
     await registration.record_failure(req.event, req.data, pool=pool, error="late copy")
     assert (await request_row(pool, req.data.request_id))["status"] == "registered"
+
+
+async def emails_of(pool: asyncpg.Pool, tenant: Tenant) -> list[tuple[str, str]]:
+    rows = await pool.fetch(
+        "SELECT kind, recipient FROM emails WHERE tenant_id = $1 ORDER BY created_at", tenant.id
+    )
+    return [(r["kind"], r["recipient"]) for r in rows]
+
+
+async def test_silent_tenant_mails_the_address_that_tried_a_taken_user_name(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    user_name = unique("erin")
+    first_email, second_email = f"{unique('e')}@example.com", f"{unique('f')}@example.com"
+    first = await new_request(tenant, email=first_email, user_name=user_name)
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=second_email, user_name=user_name.upper())
+    await register(second.event, second.data)
+
+    assert (await request_row(pool, second.data.request_id))["reason"] == "username_taken"
+    assert await emails_of(pool, tenant) == [
+        ("activation", first_email),
+        ("username_taken", second_email),
+    ]
+    [notice] = [
+        r["body"]["data"]
+        for r in await outbox_of(pool, tenant)
+        if r["routing_key"] == "email.requested" and r["body"]["data"]["kind"] != "activation"
+    ]
+    assert notice["userName"] == user_name.upper() and notice["to"] == second_email
+
+
+async def test_silent_tenant_mails_the_owner_of_a_taken_email_not_a_user_name_notice(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    email = f"{unique('g')}@example.com"
+    first = await new_request(tenant, email=email, user_name=unique("gus"))
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=email, user_name=unique("hal"))
+    await register(second.event, second.data)
+    assert await emails_of(pool, tenant) == [("activation", email), ("duplicate", email)]
+
+
+async def test_conflict_tenant_mails_nobody_about_a_taken_user_name(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register
+) -> None:
+    user_name = unique("ivy")
+    first = await new_request(tenant, email=f"{unique('i')}@example.com", user_name=user_name)
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=f"{unique('j')}@example.com", user_name=user_name)
+    await register(second.event, second.data)
+    assert [kind for kind, _ in await emails_of(pool, tenant)] == ["activation"]
