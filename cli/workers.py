@@ -81,6 +81,7 @@ def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) ->
             pool=pool,
             token_key=keys.activation,
             ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
+            interval=dt.timedelta(seconds=settings.resend_interval_s),
         ),
     }
 

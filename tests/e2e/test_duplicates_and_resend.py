@@ -191,3 +191,30 @@ async def test_tenant_from_address_is_used(service, http, mailbox):
         assert r.status == 200
     mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
     assert mail["From"] == "Branded <hi@branded.example>"
+
+
+async def test_ten_resends_for_one_address_mail_it_twice_in_all(service, tenant, http, mailbox):
+    """REGISTRAR_RESEND_INTERVAL_S (default 60): the registration's mail, the first
+    resend's, and nothing for the other nine; every answer is still 204."""
+    body = new_body()
+    async with http.post(register_url(service, tenant), json=body) as r:
+        assert r.status == 200
+    await mailbox.wait_for(lambda m: m["To"] == body["email"])
+    resend = f"{service.base_url}/{tenant['apiKey']}/register/resend"
+    statuses = []
+    for _ in range(10):
+        async with http.post(resend, json={"email": body["email"]}) as r:
+            statuses.append(r.status)
+    assert statuses == [204] * 10
+    for _ in range(200):
+        mails = mailbox.received(lambda m: m["To"] == body["email"])
+        if len(mails) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # the other nine would have arrived by now
+    mails = mailbox.received(lambda m: m["To"] == body["email"])
+    assert len(mails) == 2
+    tokens = {activation_token_in(m) for m in mails}
+    activate = f"{service.base_url}/{tenant['apiKey']}/register/activate/"
+    async with http.put(activate + activation_token_in(mails[1])) as r:
+        assert r.status == 200 and len(tokens) == 2  # the mailed link is the live one

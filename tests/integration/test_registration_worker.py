@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from schemas.events import (
     EVENTS,
     ActivationRequested,
+    ActivationResendRequested,
     envelope,
 )
 from service import tokens
@@ -437,3 +438,53 @@ async def test_conflict_tenant_mails_nobody_about_a_taken_user_name(
     second = await new_request(tenant, email=f"{unique('j')}@example.com", user_name=user_name)
     await register(second.event, second.data)
     assert [kind for kind, _ in await emails_of(pool, tenant)] == ["activation"]
+
+
+async def test_resends_within_the_interval_mail_once_after_the_registration(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register, token_key: bytes
+) -> None:
+    email = f"{unique('kim')}@example.com"
+    req = await new_request(tenant, email=email, user_name=unique("kim"))
+    await register(req.event, req.data)
+    resend = partial(
+        activation.resend_activation,
+        pool=pool,
+        token_key=token_key,
+        ttl=TOKEN_TTL,
+        interval=dt.timedelta(seconds=60),
+    )
+    command = ActivationResendRequested(tenant_id=tenant.id, email=email.upper())
+    # Ten at once, as a client hammering the endpoint would send them.
+    await asyncio.gather(*(resend(envelope(command), command) for _ in range(10)))
+
+    assert await emails_of(pool, tenant) == [("activation", email)] * 2
+    live = await pool.fetchval(
+        "SELECT count(*) FROM activation_tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE u.tenant_id = $1 AND t.revoked_at IS NULL",
+        tenant.id,
+    )
+    assert live == 1  # the throttled resends did not revoke the link that was mailed
+
+    # Once the interval has passed, the next resend mails again.
+    await resend(envelope(command), command, interval=dt.timedelta(0))
+    assert len(await emails_of(pool, tenant)) == 3
+
+
+async def test_the_resend_throttle_is_per_kind_of_mail(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register, token_key: bytes
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    email = f"{unique('lea')}@example.com"
+    req = await new_request(tenant, email=email, user_name=unique("lea"))
+    await register(req.event, req.data)
+    again = await new_request(tenant, email=email, user_name=unique("leb"))
+    await register(again.event, again.data)  # a "duplicate" notice, another kind
+    command = ActivationResendRequested(tenant_id=tenant.id, email=email)
+    await activation.resend_activation(
+        envelope(command), command, pool=pool, token_key=token_key, ttl=TOKEN_TTL
+    )
+    assert [kind for kind, _ in await emails_of(pool, tenant)] == [
+        "activation",
+        "duplicate",
+        "activation",
+    ]
