@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-locale", type=_locale, default="en")
     p.add_argument("--mail-from", metavar="ADDRESS", help="From: of this tenant's email")
     p.set_defaults(func=admin.cmd_tenant_create)
+    p = tenant.add_parser("rotate-key", help="give a tenant a new API key; the old one stops")
+    p.add_argument("tenant_id", type=_uuid, metavar="TENANT_ID")
+    p.set_defaults(func=admin.cmd_tenant_rotate_key)
 
     token = sub.add_parser("token", help="manage bearer tokens").add_subparsers(
         dest="action", required=True
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", type=_uuid, required=True)
     p.add_argument("--scope", action="append", choices=["users:invite"])
     p.set_defaults(func=admin.cmd_token_create)
+    p = token.add_parser("list", help="a tenant's bearer tokens as JSON lines (never the token)")
+    p.add_argument("--tenant", type=_uuid, required=True)
+    p.set_defaults(func=admin.cmd_token_list)
     p = token.add_parser("revoke", help="revoke a bearer token by its id")
     p.add_argument("token_id", type=_uuid, metavar="TOKEN_ID")
     p.set_defaults(func=admin.cmd_token_revoke)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -117,6 +118,20 @@ async def find_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
     return Tenant.from_row(row) if row else None
 
 
+async def rotate_api_key(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> str | None:
+    """Give the tenant a new API key (returned, shown once); the old one stops working at
+    once, since every request looks its key up by hash. None when there is no such
+    tenant (or its key was revoked)."""
+    api_key = tokens.new_secret()
+    rotated = await pool.fetchval(
+        "UPDATE tenants SET api_key_hash = $2 WHERE id = $1 AND api_key_revoked_at IS NULL "
+        "RETURNING true",
+        tenant_id,
+        tokens.hash_secret(api_key),
+    )
+    return api_key if rotated else None
+
+
 async def create_access_token(
     pool: asyncpg.Pool, *, tenant_id: uuid.UUID, scopes: list[str]
 ) -> tuple[uuid.UUID, str]:
@@ -155,6 +170,36 @@ async def find_access_token(pool: asyncpg.Pool, token: str) -> AccessToken | Non
     return AccessToken(
         id=row["token_id"], tenant=Tenant.from_row(row), scopes=frozenset(row["scopes"])
     )
+
+
+@dataclass(frozen=True)
+class AccessTokenInfo:
+    """What may be shown about a bearer token: never the token or its hash."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    scopes: tuple[str, ...]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+async def list_access_tokens(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> list[AccessTokenInfo]:
+    """The tenant's bearer tokens, live and revoked, oldest first."""
+    rows = await pool.fetch(
+        "SELECT id, tenant_id, scopes, created_at, revoked_at FROM access_tokens "
+        "WHERE tenant_id = $1 ORDER BY created_at, id",
+        tenant_id,
+    )
+    return [
+        AccessTokenInfo(
+            id=r["id"],
+            tenant_id=r["tenant_id"],
+            scopes=tuple(r["scopes"]),
+            created_at=r["created_at"],
+            revoked_at=r["revoked_at"],
+        )
+        for r in rows
+    ]
 
 
 async def revoke_access_token(pool: asyncpg.Pool, token_id: uuid.UUID) -> bool:

@@ -488,3 +488,44 @@ async def test_the_resend_throttle_is_per_kind_of_mail(
         "duplicate",
         "activation",
     ]
+
+
+async def test_after_a_key_rotation_the_worker_registers_requests_sealed_to_either_key(
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    new_request,
+    hasher: PasswordHasher,
+    private_key: str,
+    token_key: bytes,
+    settings,
+) -> None:
+    """Requests still queued from before the rotation (old key) and new ones (new key)."""
+    new_public, new_private = generate_key_pair()
+    register_rotated = partial(
+        registration.register_user,
+        pool=pool,
+        hasher=hasher,
+        private_key=f"{new_private},{private_key}",  # newest first
+        token_key=token_key,
+        token_ttl=TOKEN_TTL,
+    )
+    for public in (settings.seal_public_key, new_public):
+        req = await new_request(
+            tenant,
+            email=f"{unique('rot')}@example.com",
+            user_name=unique("rot"),
+            sealed_password=seal("rotation password", public),
+        )
+        await register_rotated(req.event, req.data)
+        assert (await request_row(pool, req.data.request_id))["status"] == "registered"
+
+    stranger_public, _ = generate_key_pair()
+    req = await new_request(
+        tenant,
+        email=f"{unique('rot')}@example.com",
+        user_name=unique("rot"),
+        sealed_password=seal("rotation password", stranger_public),
+    )
+    await register_rotated(req.event, req.data)
+    row = await request_row(pool, req.data.request_id)
+    assert (row["status"], row["reason"]) == ("rejected", "invalid_request")
