@@ -52,6 +52,16 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_tenant_rotate_key(settings: Settings, args: argparse.Namespace) -> None:
+    async def action(pool):
+        return await tenants.rotate_api_key(pool, args.tenant_id)
+
+    api_key = asyncio.run(_with_pool(settings, action))
+    if api_key is None:
+        sys.exit(f"no tenant with id {args.tenant_id}")
+    print(json.dumps({"id": str(args.tenant_id), "apiKey": api_key}))
+
+
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
     async def action(pool):
         return await tenants.create_access_token(pool, tenant_id=args.tenant, scopes=args.scope)
@@ -67,6 +77,24 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def cmd_token_list(settings: Settings, args: argparse.Namespace) -> None:
+    async def action(pool):
+        return await tenants.list_access_tokens(pool, args.tenant)
+
+    for token in asyncio.run(_with_pool(settings, action)):
+        print(
+            json.dumps(
+                {
+                    "id": str(token.id),
+                    "tenantId": str(token.tenant_id),
+                    "scopes": list(token.scopes),
+                    "createdAt": token.created_at.isoformat(),
+                    "revokedAt": token.revoked_at.isoformat() if token.revoked_at else None,
+                }
+            )
+        )
 
 
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from babel import Locale, UnknownLocaleError
 
 from cli import admin, serve
 from cli.workers import WORKERS
-from service import logs
+from service import links, logs
 from service.settings import Settings
 
 
@@ -25,6 +25,14 @@ def _locale(value: str) -> str:
         Locale.parse(value)
     except (ValueError, UnknownLocaleError):
         raise argparse.ArgumentTypeError(f"unknown locale {value!r}") from None
+    return value
+
+
+def _prefix(value: str) -> str:
+    try:
+        links.parse_prefix(value)
+    except links.LinkError as exc:
+        raise argparse.ArgumentTypeError(f"activation URL prefix {value!r} {exc}") from None
     return value
 
 
@@ -55,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--no-registration", action="store_true")
     p.add_argument("--captcha", choices=["none", "pow"], default="none")
-    p.add_argument("--activation-url-prefix", action="append", metavar="URL")
+    p.add_argument("--activation-url-prefix", action="append", metavar="URL", type=_prefix)
     p.add_argument("--duplicates", choices=["conflict", "silent"], default="conflict")
     p.add_argument("--default-locale", type=_locale, default="en")
     p.add_argument("--mail-from", metavar="ADDRESS", help="From: of this tenant's email")
     p.set_defaults(func=admin.cmd_tenant_create)
+    p = tenant.add_parser("rotate-key", help="give a tenant a new API key; the old one stops")
+    p.add_argument("tenant_id", type=_uuid, metavar="TENANT_ID")
+    p.set_defaults(func=admin.cmd_tenant_rotate_key)
 
     token = sub.add_parser("token", help="manage bearer tokens").add_subparsers(
         dest="action", required=True
@@ -68,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", type=_uuid, required=True)
     p.add_argument("--scope", action="append", choices=["users:invite"])
     p.set_defaults(func=admin.cmd_token_create)
+    p = token.add_parser("list", help="a tenant's bearer tokens as JSON lines (never the token)")
+    p.add_argument("--tenant", type=_uuid, required=True)
+    p.set_defaults(func=admin.cmd_token_list)
     p = token.add_parser("revoke", help="revoke a bearer token by its id")
     p.add_argument("token_id", type=_uuid, metavar="TOKEN_ID")
     p.set_defaults(func=admin.cmd_token_revoke)

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher, Type
 
 from service import amqp, metrics, startup
 from service.listen import Listener
-from service.sealing import derive_secret
+from service.sealing import derive_secret, private_keys
 from service.settings import Settings
 from service.supervisor import Supervisor
 from workers import activation, invitation, mailer, outbox, registration
@@ -45,7 +45,8 @@ def password_hasher(settings: Settings) -> PasswordHasher:
 
 @dataclass(frozen=True)
 class Keys:
-    """Worker-only secrets, all derived from the sealing private key."""
+    """Worker-only secrets, all derived from the sealing private key(s): `private_key` is
+    REGISTRAR_SEAL_PRIVATE_KEY as given (several keys, comma-separated, newest first)."""
 
     private_key: str
     activation: bytes
@@ -58,6 +59,10 @@ class Keys:
                 "REGISTRAR_SEAL_PRIVATE_KEY is not set (see `registrar keys generate`)"
             )
         private_key = settings.seal_private_key.get_secret_value()
+        try:
+            private_keys(private_key)
+        except ValueError as exc:
+            raise SystemExit(f"REGISTRAR_SEAL_PRIVATE_KEY: {exc}") from None
         return cls(
             private_key=private_key,
             activation=derive_secret(private_key, "activation-token"),
@@ -81,6 +86,7 @@ def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) ->
             pool=pool,
             token_key=keys.activation,
             ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
+            interval=dt.timedelta(seconds=settings.resend_interval_s),
         ),
     }
 

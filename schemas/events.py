@@ -114,7 +114,7 @@ class EmailRequested(EventData):
 
     email_id: uuid.UUID
     tenant_id: uuid.UUID
-    kind: Literal["activation", "invitation", "duplicate", "welcome"]
+    kind: Literal["activation", "invitation", "duplicate", "welcome", "username_taken"]
     to: str
     locale: str
     user_name: str = ""

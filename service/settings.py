@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # Supervised tasks that hit a transient error restart after a capped, jittered backoff.
     restart_backoff_max_s: float = Field(default=30.0, gt=0)
 
+    # At most one resend mail per address and kind of mail in this many seconds.
+    resend_interval_s: float = Field(default=60.0, ge=0)
     activation_token_ttl_h: float = 48.0
     invitation_ttl_h: float = 7 * 24.0
     captcha_max_number: int = Field(default=50_000, ge=1000)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
 
-from service import tokens
+from service import links, tokens
 
 CaptchaMode = Literal["none", "pow"]
 DuplicatesMode = Literal["conflict", "silent"]
@@ -40,9 +41,24 @@ class Tenant:
             mail_from=row["mail_from"],
         )
 
+    def activation_url_problem(self, url: str) -> str | None:
+        """Why `url` may not be an activation link of this tenant, or None (service.links)."""
+        return links.problem(url, self.activation_url_prefixes, links.ACTIVATION_PLACEHOLDER)
+
     def allows_activation_url(self, url: str) -> bool:
-        """True when `url` starts with one of the tenant's allowed prefixes."""
-        return any(url.startswith(prefix) for prefix in self.activation_url_prefixes)
+        """True when `url` is under one of the tenant's allowed prefixes, compared as
+        parsed URLs (scheme, host, port, path), with exactly one placeholder."""
+        return self.activation_url_problem(url) is None
+
+
+def check_prefixes(prefixes: list[str]) -> list[str]:
+    """The prefixes, unchanged, or ValueError naming the first that is not a proper URL."""
+    for prefix in prefixes:
+        try:
+            links.parse_prefix(prefix)
+        except links.LinkError as exc:
+            raise ValueError(f"activation URL prefix {prefix!r} {exc}") from None
+    return prefixes
 
 
 async def create_tenant(
@@ -56,7 +72,10 @@ async def create_tenant(
     default_locale: str = "en",
     mail_from: str | None = None,
 ) -> tuple[Tenant, str]:
-    """Create a tenant with its default `User` role; returns it and its API key (shown once)."""
+    """Create a tenant with its default `User` role; returns it and its API key (shown once).
+
+    ValueError when a prefix is not an https (or local http) URL (service.links)."""
+    check_prefixes(activation_url_prefixes)
     api_key = tokens.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -99,6 +118,20 @@ async def find_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
     return Tenant.from_row(row) if row else None
 
 
+async def rotate_api_key(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> str | None:
+    """Give the tenant a new API key (returned, shown once); the old one stops working at
+    once, since every request looks its key up by hash. None when there is no such
+    tenant (or its key was revoked)."""
+    api_key = tokens.new_secret()
+    rotated = await pool.fetchval(
+        "UPDATE tenants SET api_key_hash = $2 WHERE id = $1 AND api_key_revoked_at IS NULL "
+        "RETURNING true",
+        tenant_id,
+        tokens.hash_secret(api_key),
+    )
+    return api_key if rotated else None
+
+
 async def create_access_token(
     pool: asyncpg.Pool, *, tenant_id: uuid.UUID, scopes: list[str]
 ) -> tuple[uuid.UUID, str]:
@@ -137,6 +170,36 @@ async def find_access_token(pool: asyncpg.Pool, token: str) -> AccessToken | Non
     return AccessToken(
         id=row["token_id"], tenant=Tenant.from_row(row), scopes=frozenset(row["scopes"])
     )
+
+
+@dataclass(frozen=True)
+class AccessTokenInfo:
+    """What may be shown about a bearer token: never the token or its hash."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    scopes: tuple[str, ...]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+async def list_access_tokens(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> list[AccessTokenInfo]:
+    """The tenant's bearer tokens, live and revoked, oldest first."""
+    rows = await pool.fetch(
+        "SELECT id, tenant_id, scopes, created_at, revoked_at FROM access_tokens "
+        "WHERE tenant_id = $1 ORDER BY created_at, id",
+        tenant_id,
+    )
+    return [
+        AccessTokenInfo(
+            id=r["id"],
+            tenant_id=r["tenant_id"],
+            scopes=tuple(r["scopes"]),
+            created_at=r["created_at"],
+            revoked_at=r["revoked_at"],
+        )
+        for r in rows
+    ]
 
 
 async def revoke_access_token(pool: asyncpg.Pool, token_id: uuid.UUID) -> bool:

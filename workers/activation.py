@@ -86,6 +86,27 @@ async def activate_user(
         await announce(conn, str(data.token_id))
 
 
+async def _resent_recently(
+    conn: asyncpg.Connection, user: asyncpg.Record, interval: dt.timedelta
+) -> bool:
+    """True when a resend (an activation email after the registration's own) went to this
+    user's address within `interval`. Read from our own emails table, per kind of mail, so
+    the throttle holds across gateway and worker processes and never holds back a
+    different kind (a recovery mail, say). The caller holds the user's row lock, so
+    concurrent resends for one address are decided one after the other."""
+    recent = await conn.fetch(
+        "SELECT created_at > now() - $4::interval AS recent FROM emails "
+        "WHERE tenant_id = $1 AND kind = 'activation' AND lower(recipient) = lower($2) "
+        "AND created_at >= $3 ORDER BY created_at DESC LIMIT 2",
+        user["tenant_id"],
+        user["email"],
+        user["created_at"],
+        interval,
+    )
+    # The oldest activation email is the registration's: only a later one is a resend.
+    return len(recent) == 2 and recent[0]["recent"]
+
+
 async def resend_activation(
     event: CloudEvent,
     data: ActivationResendRequested,
@@ -93,22 +114,28 @@ async def resend_activation(
     pool: asyncpg.Pool,
     token_key: bytes,
     ttl: dt.timedelta,
+    interval: dt.timedelta = dt.timedelta(seconds=60),
 ) -> None:
     """A fresh link for a user still awaiting activation; older tokens stop working.
 
     Silently does nothing for unknown or already-approved addresses: the caller got 204
-    either way, so the endpoint cannot be used to probe who is registered.
+    either way, so the endpoint cannot be used to probe who is registered. Throttled
+    (REGISTRAR_RESEND_INTERVAL_S): once a resend has mailed the address, further resends
+    within `interval` send nothing; the first resend after the registration always mails.
     """
     async with pool.acquire() as conn, conn.transaction():
         if not await first_delivery(conn, event, consumer=CONSUMER):
             return
         user = await conn.fetchrow(
-            "SELECT id, tenant_id, email, user_name, locale FROM users "
+            "SELECT id, tenant_id, email, user_name, locale, created_at FROM users "
             "WHERE tenant_id = $1 AND lower(email) = lower($2) AND NOT is_approved FOR UPDATE",
             data.tenant_id,
             data.email,
         )
         if user is None:
+            return
+        if await _resent_recently(conn, user, interval):
+            log.info("activation resend throttled", extra={"user_id": str(user["id"])})
             return
         activation_url = await conn.fetchval(
             "SELECT activation_url FROM activation_tokens WHERE user_id = $1 "

@@ -84,7 +84,7 @@ def context_for(
             "invitation_link": invitation_link(data, settings.invitation_key, settings.public_url),
             "expires": _long_date(data.expires_at, locale),
         }
-    if data.kind == "duplicate":
+    if data.kind in ("duplicate", "username_taken"):
         return common | {"user_name": data.user_name}
     if data.kind == "welcome":
         return common | {

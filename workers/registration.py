@@ -49,19 +49,25 @@ async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str
     log.info("registration rejected", extra={"request_id": str(data.request_id), "reason": reason})
 
 
-async def _notify_owner_if_silent(conn: asyncpg.Connection, data: RegisterRequested) -> None:
-    """Under --duplicates silent the owner of the address learns of the attempt by mail
-    (in their own language), instead of the requester learning that it exists."""
+async def _notify_owner_if_silent(
+    conn: asyncpg.Connection, data: RegisterRequested, reason: str
+) -> None:
+    """Under --duplicates silent the requester gets a new registration's answer, and the
+    mailbox owner learns the rest by mail, in their own language: a taken address -> the
+    "duplicate" notice to the account holder; a taken userName (address free) -> the
+    "username_taken" notice to the address that tried to register."""
     silent = await conn.fetchval(
         "SELECT duplicates = 'silent' FROM tenants WHERE id = $1", data.tenant_id
     )
+    if not silent:
+        return
     owner = await conn.fetchrow(
         "SELECT email, user_name, locale FROM users "
         "WHERE tenant_id = $1 AND lower(email) = lower($2)",
         data.tenant_id,
         data.email,
     )
-    if silent and owner is not None:
+    if owner is not None:
         await request_email(
             conn,
             tenant_id=data.tenant_id,
@@ -69,6 +75,15 @@ async def _notify_owner_if_silent(conn: asyncpg.Connection, data: RegisterReques
             to=owner["email"],
             locale=owner["locale"],
             user_name=owner["user_name"],
+        )
+    elif reason == "username_taken":
+        await request_email(
+            conn,
+            tenant_id=data.tenant_id,
+            kind="username_taken",
+            to=data.email,
+            locale=data.locale,
+            user_name=data.user_name,
         )
 
 
@@ -143,8 +158,7 @@ async def register_user(
         except asyncpg.UniqueViolationError as exc:
             reason = UNIQUE_REASONS.get(exc.constraint_name or "", "email_taken")
             await _reject(conn, data, reason)
-            if reason == "email_taken":
-                await _notify_owner_if_silent(conn, data)
+            await _notify_owner_if_silent(conn, data, reason)
             return
         roles = await _grant_default_role(conn, user["id"], data.tenant_id)
         await conn.execute(

@@ -59,7 +59,7 @@ async def outcome_response(
         if user is not None:
             return model_response(user)
     if record.status == "rejected":
-        if tenant.duplicates == "silent" and record.reason == "email_taken":
+        if tenant.duplicates == "silent" and record.reason in REJECTION_ERRORS:
             return await stand_in_response(request, tenant, record)
         error = REJECTION_ERRORS.get(record.reason or "", ValidationFailed)
         raise error(f"registration rejected: {record.reason}", requestId=str(record.id))
@@ -74,8 +74,9 @@ async def outcome_response(
 async def stand_in_response(
     request: web.Request, tenant: Tenant, record: RequestRecord
 ) -> web.Response | None:
-    """Under --duplicates silent, a taken address gets a new registration's answer (the
-    owner is mailed instead), so the endpoint cannot be used to probe addresses."""
+    """Under --duplicates silent, a taken address or userName gets a new registration's
+    answer (the mailbox owner is mailed instead), so the endpoint cannot be used to probe
+    addresses or user names."""
     if None in (record.shadow_user_id, record.email, record.user_name, record.decided_at):
         return None
     user = await users.stand_in_user(
@@ -117,10 +118,10 @@ async def register(request: web.Request) -> web.Response:
         raise RegistrationDisabled()
     body = await read_json_object(request)
     form = validate(RegisterRequest, body)
-    if not tenant.allows_activation_url(form.activation_url):
+    problem = tenant.activation_url_problem(form.activation_url)
+    if problem is not None:
         raise ValidationFailed(
-            "activationUrl is not under an allowed prefix",
-            errors=[{"field": "activationUrl", "message": "not under an allowed prefix"}],
+            f"activationUrl {problem}", errors=[{"field": "activationUrl", "message": problem}]
         )
     if tenant.captcha == "pow" and not form.challenge_response:
         raise CaptchaFailed("challengeResponse is required")

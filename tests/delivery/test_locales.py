@@ -19,6 +19,7 @@ SUBJECTS = {
     "invitation": ("You are invited to join %(organization)s", {"organization": "Mail Co"}),
     "duplicate": ("Someone tried to register with your email address", {}),
     "welcome": ("Welcome to %(organization)s", {"organization": "Mail Co"}),
+    "username_taken": ("That user name is taken", {}),
 }
 KEY = derive_secret(generate_key_pair()[1], "test")
 

@@ -61,6 +61,54 @@ def test_tenant_and_token_create_print_json(service):
     assert bad.returncode == 2 and "unknown locale" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["app.example.com", "http://app.example.com/", "https://app.example.com@evil.test/"],
+)
+def test_tenant_create_refuses_a_prefix_that_is_not_an_https_url(service, prefix):
+    done = run_cli("tenant", "create", "Bad", "--activation-url-prefix", prefix, env=service.env)
+    assert done.returncode != 0 and not done.stdout
+    assert "activation URL prefix" in done.stderr and prefix in done.stderr
+
+
+async def test_tenant_rotate_key_prints_a_new_key_and_the_old_one_answers_401(service, http):
+    tenant = service.cli("tenant", "create", "Rotating")
+    rotated = service.cli("tenant", "rotate-key", tenant["id"])
+    assert set(rotated) >= {"apiKey"} and rotated["id"] == tenant["id"]
+    assert rotated["apiKey"] != tenant["apiKey"] and len(rotated["apiKey"]) >= 40
+
+    def resend(key: str) -> str:
+        return f"{service.base_url}/{key}/register/resend"
+
+    async with http.post(resend(tenant["apiKey"]), json={"email": "a@example.com"}) as r:
+        assert r.status == 401  # at once: keys are looked up per request
+    async with http.post(resend(rotated["apiKey"]), json={"email": "a@example.com"}) as r:
+        assert r.status == 204
+
+    unknown = run_cli("tenant", "rotate-key", str(uuid.uuid4()), env=service.env)
+    assert unknown.returncode != 0 and "no tenant" in unknown.stderr and not unknown.stdout
+
+
+def test_token_list_prints_json_lines_without_the_token(service):
+    tenant = service.cli("tenant", "create", "Listed")
+    first = service.cli("token", "create", "--tenant", tenant["id"])
+    second = service.cli("token", "create", "--tenant", tenant["id"], "--scope", "users:invite")
+    service.cli("token", "revoke", first["id"])
+
+    done = run_cli("token", "list", "--tenant", tenant["id"], env=service.env)
+    assert done.returncode == 0
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["id"] for line in lines] == [first["id"], second["id"]]
+    for line in lines:
+        assert set(line) == {"id", "tenantId", "scopes", "createdAt", "revokedAt"}
+        assert line["tenantId"] == tenant["id"] and line["scopes"] == ["users:invite"]
+    assert lines[0]["revokedAt"] is not None and lines[1]["revokedAt"] is None
+    assert first["token"] not in done.stdout and second["token"] not in done.stdout
+
+    other = run_cli("token", "list", "--tenant", str(uuid.uuid4()), env=service.env)
+    assert other.returncode == 0 and other.stdout == ""
+
+
 def test_migrate_twice_is_a_no_op(service):
     done = run_cli("migrate", env=service.env)
     assert done.returncode == 0 and json.loads(done.stdout) == {"applied": []}

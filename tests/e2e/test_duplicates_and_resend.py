@@ -52,11 +52,79 @@ async def test_silent_tenant_answers_a_taken_email_like_a_new_one_and_mails_the_
     assert len(mailbox.received(lambda m: m["To"].lower() == first["email"].lower())) == 2
 
 
+def shape(status: int, headers, body: dict) -> tuple:
+    """What a prober could compare: status, header names and body keys (values differ)."""
+    return status, sorted({name.lower() for name in headers}), sorted(body)
+
+
+async def decided(http, url: str) -> tuple:
+    for _ in range(200):
+        async with http.get(url) as r:
+            if r.status != 202:
+                return shape(r.status, r.headers, await r.json())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} still pending")
+
+
+@pytest.mark.parametrize("prefer", [None, "respond-async"])
+async def test_silent_tenant_answers_a_taken_email_or_user_name_exactly_like_a_new_one(
+    service, http, mailbox, prefer
+):
+    tenant = service.cli(
+        "tenant",
+        "create",
+        "Hush",
+        "--duplicates",
+        "silent",
+        "--default-locale",
+        "de",
+        "--activation-url-prefix",
+        "https://app.example.com/",
+    )
+    headers = {"Prefer": prefer} if prefer else {}
+    owner = new_body()
+    async with http.post(register_url(service, tenant), json=owner) as r:
+        assert r.status == 200
+    await mailbox.wait_for(lambda m: m["To"] == owner["email"])
+
+    answers = {}
+    bodies = {
+        "fresh": new_body(),
+        "email_taken": new_body(email=owner["email"]),
+        "username_taken": new_body(userName=owner["userName"].upper()),
+    }
+    for case, body in bodies.items():
+        async with http.post(register_url(service, tenant), json=body, headers=headers) as r:
+            answers[case] = shape(r.status, r.headers, await r.json())
+            location = r.headers.get("Location")
+        if prefer:  # the status resource, once decided, must not tell either
+            answers[case + "_status"] = await decided(http, service.base_url + location)
+    assert answers["fresh"][0] == (202 if prefer else 200)
+    assert answers["email_taken"] == answers["fresh"]
+    assert answers["username_taken"] == answers["fresh"]
+    if prefer:
+        assert answers["fresh_status"][0] == 200
+        assert answers["email_taken_status"] == answers["fresh_status"]
+        assert answers["username_taken_status"] == answers["fresh_status"]
+
+    # The address that tried a taken userName learns it by mail, in its language.
+    notice = await mailbox.wait_for(lambda m: m["To"] == bodies["username_taken"]["email"])
+    assert notice["Subject"] == "Dieser Benutzername ist vergeben"
+    assert owner["userName"].upper() in notice.get_body(("plain",)).get_content()
+    await mailbox.wait_for(
+        lambda m: m["To"] == owner["email"] and m["Subject"].startswith("Jemand")
+    )
+
+
 async def test_conflict_tenant_still_answers_409(service, tenant, http):
     body = new_body()
     async with http.post(register_url(service, tenant), json=body) as r:
         assert r.status == 200
     async with http.post(register_url(service, tenant), json=new_body(email=body["email"])) as r:
+        assert r.status == 409
+    async with http.post(
+        register_url(service, tenant), json=new_body(userName=body["userName"])
+    ) as r:
         assert r.status == 409
 
 
@@ -123,3 +191,30 @@ async def test_tenant_from_address_is_used(service, http, mailbox):
         assert r.status == 200
     mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
     assert mail["From"] == "Branded <hi@branded.example>"
+
+
+async def test_ten_resends_for_one_address_mail_it_twice_in_all(service, tenant, http, mailbox):
+    """REGISTRAR_RESEND_INTERVAL_S (default 60): the registration's mail, the first
+    resend's, and nothing for the other nine; every answer is still 204."""
+    body = new_body()
+    async with http.post(register_url(service, tenant), json=body) as r:
+        assert r.status == 200
+    await mailbox.wait_for(lambda m: m["To"] == body["email"])
+    resend = f"{service.base_url}/{tenant['apiKey']}/register/resend"
+    statuses = []
+    for _ in range(10):
+        async with http.post(resend, json={"email": body["email"]}) as r:
+            statuses.append(r.status)
+    assert statuses == [204] * 10
+    for _ in range(200):
+        mails = mailbox.received(lambda m: m["To"] == body["email"])
+        if len(mails) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # the other nine would have arrived by now
+    mails = mailbox.received(lambda m: m["To"] == body["email"])
+    assert len(mails) == 2
+    tokens = {activation_token_in(m) for m in mails}
+    activate = f"{service.base_url}/{tenant['apiKey']}/register/activate/"
+    async with http.put(activate + activation_token_in(mails[1])) as r:
+        assert r.status == 200 and len(tokens) == 2  # the mailed link is the live one

@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from schemas.events import (
     EVENTS,
     ActivationRequested,
+    ActivationResendRequested,
     envelope,
 )
 from service import tokens
@@ -383,3 +384,148 @@ async def test_the_failure_hook_never_undoes_a_decision(
     await register(req.event, req.data)
     await registration.record_failure(req.event, req.data, pool=pool, error="late copy")
     assert (await request_row(pool, req.data.request_id))["status"] == "registered"
+
+
+async def emails_of(pool: asyncpg.Pool, tenant: Tenant) -> list[tuple[str, str]]:
+    rows = await pool.fetch(
+        "SELECT kind, recipient FROM emails WHERE tenant_id = $1 ORDER BY created_at", tenant.id
+    )
+    return [(r["kind"], r["recipient"]) for r in rows]
+
+
+async def test_silent_tenant_mails_the_address_that_tried_a_taken_user_name(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    user_name = unique("erin")
+    first_email, second_email = f"{unique('e')}@example.com", f"{unique('f')}@example.com"
+    first = await new_request(tenant, email=first_email, user_name=user_name)
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=second_email, user_name=user_name.upper())
+    await register(second.event, second.data)
+
+    assert (await request_row(pool, second.data.request_id))["reason"] == "username_taken"
+    assert await emails_of(pool, tenant) == [
+        ("activation", first_email),
+        ("username_taken", second_email),
+    ]
+    [notice] = [
+        r["body"]["data"]
+        for r in await outbox_of(pool, tenant)
+        if r["routing_key"] == "email.requested" and r["body"]["data"]["kind"] != "activation"
+    ]
+    assert notice["userName"] == user_name.upper() and notice["to"] == second_email
+
+
+async def test_silent_tenant_mails_the_owner_of_a_taken_email_not_a_user_name_notice(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    email = f"{unique('g')}@example.com"
+    first = await new_request(tenant, email=email, user_name=unique("gus"))
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=email, user_name=unique("hal"))
+    await register(second.event, second.data)
+    assert await emails_of(pool, tenant) == [("activation", email), ("duplicate", email)]
+
+
+async def test_conflict_tenant_mails_nobody_about_a_taken_user_name(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register
+) -> None:
+    user_name = unique("ivy")
+    first = await new_request(tenant, email=f"{unique('i')}@example.com", user_name=user_name)
+    await register(first.event, first.data)
+    second = await new_request(tenant, email=f"{unique('j')}@example.com", user_name=user_name)
+    await register(second.event, second.data)
+    assert [kind for kind, _ in await emails_of(pool, tenant)] == ["activation"]
+
+
+async def test_resends_within_the_interval_mail_once_after_the_registration(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register, token_key: bytes
+) -> None:
+    email = f"{unique('kim')}@example.com"
+    req = await new_request(tenant, email=email, user_name=unique("kim"))
+    await register(req.event, req.data)
+    resend = partial(
+        activation.resend_activation,
+        pool=pool,
+        token_key=token_key,
+        ttl=TOKEN_TTL,
+        interval=dt.timedelta(seconds=60),
+    )
+    command = ActivationResendRequested(tenant_id=tenant.id, email=email.upper())
+    # Ten at once, as a client hammering the endpoint would send them.
+    await asyncio.gather(*(resend(envelope(command), command) for _ in range(10)))
+
+    assert await emails_of(pool, tenant) == [("activation", email)] * 2
+    live = await pool.fetchval(
+        "SELECT count(*) FROM activation_tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE u.tenant_id = $1 AND t.revoked_at IS NULL",
+        tenant.id,
+    )
+    assert live == 1  # the throttled resends did not revoke the link that was mailed
+
+    # Once the interval has passed, the next resend mails again.
+    await resend(envelope(command), command, interval=dt.timedelta(0))
+    assert len(await emails_of(pool, tenant)) == 3
+
+
+async def test_the_resend_throttle_is_per_kind_of_mail(
+    pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register, token_key: bytes
+) -> None:
+    tenant = await make_tenant(duplicates="silent")
+    email = f"{unique('lea')}@example.com"
+    req = await new_request(tenant, email=email, user_name=unique("lea"))
+    await register(req.event, req.data)
+    again = await new_request(tenant, email=email, user_name=unique("leb"))
+    await register(again.event, again.data)  # a "duplicate" notice, another kind
+    command = ActivationResendRequested(tenant_id=tenant.id, email=email)
+    await activation.resend_activation(
+        envelope(command), command, pool=pool, token_key=token_key, ttl=TOKEN_TTL
+    )
+    assert [kind for kind, _ in await emails_of(pool, tenant)] == [
+        "activation",
+        "duplicate",
+        "activation",
+    ]
+
+
+async def test_after_a_key_rotation_the_worker_registers_requests_sealed_to_either_key(
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    new_request,
+    hasher: PasswordHasher,
+    private_key: str,
+    token_key: bytes,
+    settings,
+) -> None:
+    """Requests still queued from before the rotation (old key) and new ones (new key)."""
+    new_public, new_private = generate_key_pair()
+    register_rotated = partial(
+        registration.register_user,
+        pool=pool,
+        hasher=hasher,
+        private_key=f"{new_private},{private_key}",  # newest first
+        token_key=token_key,
+        token_ttl=TOKEN_TTL,
+    )
+    for public in (settings.seal_public_key, new_public):
+        req = await new_request(
+            tenant,
+            email=f"{unique('rot')}@example.com",
+            user_name=unique("rot"),
+            sealed_password=seal("rotation password", public),
+        )
+        await register_rotated(req.event, req.data)
+        assert (await request_row(pool, req.data.request_id))["status"] == "registered"
+
+    stranger_public, _ = generate_key_pair()
+    req = await new_request(
+        tenant,
+        email=f"{unique('rot')}@example.com",
+        user_name=unique("rot"),
+        sealed_password=seal("rotation password", stranger_public),
+    )
+    await register_rotated(req.event, req.data)
+    row = await request_row(pool, req.data.request_id)
+    assert (row["status"], row["reason"]) == ("rejected", "invalid_request")

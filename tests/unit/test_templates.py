@@ -15,7 +15,7 @@ from schemas.events import EmailRequested
 from service import i18n
 from workers.mailer import MailSettings, Recipient, context_for
 
-KINDS = ("activation", "invitation", "duplicate", "welcome")
+KINDS = ("activation", "invitation", "duplicate", "welcome", "username_taken")
 PARTS = ("subject.txt", "txt", "html")
 SETTINGS = MailSettings(
     activation_key=b"k" * 32,
