@@ -209,7 +209,19 @@ ensure_postgres() {
 
 # ------------------------------------------------------------------ RabbitMQ
 
+# Every quorum queue holds file handles; with Debian's default soft limit of 1024 the
+# broker's file handle cache runs out after a few hundred queues and it stops accepting
+# connections (they hang in the handshake). Raise the soft limit to the hard one.
+rabbit_raise_fd_limit() {
+    local conf=/etc/rabbitmq/rabbitmq-env.conf
+    [ "$(id -u)" -eq 0 ] && [ -d /etc/rabbitmq ] || return 0
+    grep -q '^ulimit -S -n' "$conf" 2>/dev/null && return 0
+    log "raising RabbitMQ's open-files limit in $conf"
+    echo 'ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true' >>"$conf"
+}
+
 rabbit_start() {
+    rabbit_raise_fd_limit
     log "starting RabbitMQ (rabbitmq-server -detached)"
     # fails if a node is already starting; readiness is checked afterwards
     rabbitmq-server -detached >&2 || true

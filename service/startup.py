@@ -7,6 +7,8 @@ last error, and the orchestrator restarts it.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
@@ -15,6 +17,7 @@ from service.settings import Settings
 from service.supervisor import retry_transient
 
 STARTUP_DEADLINE_S = 60.0
+CONNECT_ATTEMPT_S = 10.0
 
 
 async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
@@ -33,8 +36,10 @@ async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
 
 async def open_amqp(settings: Settings) -> AbstractRobustConnection:
     """The robust RabbitMQ connection (it reconnects by itself once open)."""
+    # A broker that accepts TCP but never answers the handshake (file handles exhausted,
+    # a node still booting) must not hang start-up: each attempt has its own deadline.
     return await retry_transient(
-        lambda: amqp.connect(settings.amqp_url),
+        lambda: asyncio.wait_for(amqp.connect(settings.amqp_url), CONNECT_ATTEMPT_S),
         what="connecting to RabbitMQ",
         deadline_s=STARTUP_DEADLINE_S,
     )
