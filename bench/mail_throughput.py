@@ -19,7 +19,7 @@ import uuid
 import aiosmtplib
 from _report import free_port, print_ratios
 
-from schemas.events import EmailRequested
+from workers.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, render
 from workers.smtp import SmtpConfig, SmtpPool, SmtpSender
 
@@ -61,7 +61,7 @@ def messages(count: int):
     recipient = Recipient(organization="Bench", default_locale="en")
     return [
         render(
-            EmailRequested(
+            EmailContent(
                 email_id=uuid.uuid4(),
                 tenant_id=uuid.uuid4(),
                 kind="activation",

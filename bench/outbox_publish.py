@@ -46,9 +46,7 @@ async def sequential_batch(pool: asyncpg.Pool, publisher: amqp.Publisher) -> int
             outbox.BATCH,
         )
         for row in rows:
-            await publisher.publish(
-                row["routing_key"], CloudEvent.model_validate(row["body"]), mandatory=False
-            )
+            await publisher.publish(row["routing_key"], CloudEvent.model_validate(row["body"]))
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
             [row["id"] for row in rows],
@@ -91,7 +89,7 @@ async def main(count: int, rounds: int) -> None:
         cleanup = await connection.channel()
         for queue in names.all_queues():
             await cleanup.queue_delete(queue)
-        for exchange in (names.events, names.dead_letters):
+        for exchange in names.exchanges:
             await cleanup.exchange_delete(exchange)
         await connection.close()
         await pool.close()

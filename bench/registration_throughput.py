@@ -168,7 +168,7 @@ async def cleanup(url: str, prefix: str) -> None:
     names = Names(prefix)
     for queue in names.all_queues(Settings().retry_delays_s):
         await channel.queue_delete(queue)
-    for exchange in (names.events, names.dead_letters):
+    for exchange in names.exchanges:
         await channel.exchange_delete(exchange)
     await connection.close()
     admin = await asyncpg.connect(f"{POSTGRES}/postgres")

@@ -1,4 +1,7 @@
-"""The AsyncAPI 3 document of registrar's events, built from schemas.events.
+"""The AsyncAPI 3 document of registrar's public events, built from schemas.events.
+
+Commands are internal (they travel on `{prefix}.commands`, which no outside system may
+read or write) and may change between versions, so they are not documented here.
 
 `python -m schemas.asyncapi > schemas/asyncapi.json` regenerates the committed file; a
 test fails when the file and the event models disagree.
@@ -11,15 +14,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas.events import CONTENT_TYPE, EVENTS
-
-# Commands travel on the same exchange but are internal: consumers outside should not bind.
-INTERNAL = {
-    "activation.requested",
-    "activation.resend.requested",
-    "invitation.accept.requested",
-    "email.requested",
-}
+from schemas.events import CONTENT_TYPE, EVENTS, PUBLIC_EVENTS
 
 
 def _channel_id(routing_key: str) -> str:
@@ -28,7 +23,8 @@ def _channel_id(routing_key: str) -> str:
 
 
 def build_asyncapi() -> dict[str, Any]:
-    models = [model for _, model in EVENTS.values()]
+    public = {key: entry for key, entry in EVENTS.items() if key in PUBLIC_EVENTS}
+    models = [model for _, model in public.values()]
     _, defs = models_json_schema(
         [(model, "serialization") for model in models],
         by_alias=True,
@@ -37,7 +33,7 @@ def build_asyncapi() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for routing_key, (event_type, model) in EVENTS.items():
+    for routing_key, (event_type, model) in public.items():
         channel = _channel_id(routing_key)
         name = model.__name__
         messages[name] = {
@@ -68,8 +64,7 @@ def build_asyncapi() -> dict[str, Any]:
         }
         channels[channel] = {
             "address": routing_key,
-            "description": ("internal command; " if routing_key in INTERNAL else "")
-            + f"routing key {routing_key} on the topic exchange {{prefix}}.events",
+            "description": f"routing key {routing_key} on the topic exchange {{prefix}}.events",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "bindings": {
                 "amqp": {

@@ -1,6 +1,12 @@
-"""Event contracts: routing keys, CloudEvents types and the `data` of each event.
+"""Message contracts: routing keys, CloudEvents types and the `data` of each message.
 
-Consumed events ignore unknown fields (readers tolerate new fields); every model is
+Two kinds (SPEC §5): a *command* (a payload class derived from `Command`) asks one of
+registrar's own workers to act and travels on the internal `{prefix}.commands` exchange;
+an *event* (any other payload) is a public fact on `{prefix}.events`. The payload class
+is the one place that says which is which: the publisher picks the exchange from it, the
+topology binds work queues to commands only, and the AsyncAPI document lists events only.
+
+Consumed messages ignore unknown fields (readers tolerate new fields); every model is
 frozen so a handler cannot mutate the message it was given.
 """
 
@@ -25,7 +31,12 @@ class EventData(BaseModel):
     )
 
 
-class RegisterRequested(EventData):
+class Command(EventData):
+    """Base of every command payload: internal, on `{prefix}.commands` only, so that
+    nothing published on the public exchange can make a worker act."""
+
+
+class RegisterRequested(Command):
     request_id: uuid.UUID
     tenant_id: uuid.UUID
     email: str
@@ -35,7 +46,7 @@ class RegisterRequested(EventData):
     sealed_password: str
 
 
-class ActivationResendRequested(EventData):
+class ActivationResendRequested(Command):
     """Command from the gateway: mail a fresh activation link to this address, if it
     belongs to a user still waiting for activation (the caller always gets 204)."""
 
@@ -43,14 +54,14 @@ class ActivationResendRequested(EventData):
     email: str
 
 
-class ActivationRequested(EventData):
+class ActivationRequested(Command):
     """Command from the gateway: consume this activation token (identified by its row id)."""
 
     token_id: uuid.UUID
     tenant_id: uuid.UUID
 
 
-class InviteRequested(EventData):
+class InviteRequested(Command):
     request_id: uuid.UUID
     tenant_id: uuid.UUID
     email: str
@@ -59,7 +70,7 @@ class InviteRequested(EventData):
     role_id: uuid.UUID | None = None
 
 
-class InvitationAcceptRequested(EventData):
+class InvitationAcceptRequested(Command):
     """Command from the gateway: the invitee submitted their data for this invitation."""
 
     invitation_id: uuid.UUID
@@ -108,22 +119,15 @@ class RegistrationRejected(EventData):
     reason: Literal["email_taken", "username_taken", "captcha_replayed", "invalid_request"]
 
 
-class EmailRequested(EventData):
-    """Command to the mailer. Carries no secret: an activation or invitation token is
-    re-derived by the mailer from the row id under the workers' secret (SPEC §5)."""
+class EmailRequested(Command):
+    """Command to the mailer: send this email. Only ids: the mailer reads recipient, kind
+    and content from its own `emails` row, written by the producing worker in the same
+    transaction, so a forged or replayed command can at most re-send a legitimate email
+    to its legitimate recipient (and a sent one is not sent again). No secret either: a
+    token is re-derived by the mailer from a row id under the workers' secret (SPEC §5)."""
 
     email_id: uuid.UUID
     tenant_id: uuid.UUID
-    kind: Literal["activation", "invitation", "duplicate", "welcome", "username_taken"]
-    to: str
-    locale: str
-    user_name: str = ""
-    name: str | None = None
-    activation_url: str | None = None
-    activation_token_id: uuid.UUID | None = None
-    invitation_id: uuid.UUID | None = None
-    expires_at: datetime | None = None
-    user_created_at: datetime | None = None
 
 
 class EmailDelivered(EventData):
@@ -161,6 +165,17 @@ EVENTS: dict[str, tuple[str, type[EventData]]] = {
     "email.failed": ("registrar.email.failed.v1", EmailFailed),
 }
 ROUTING_KEY_BY_MODEL: dict[type[EventData], str] = {m: rk for rk, (_, m) in EVENTS.items()}
+
+
+def is_command(routing_key: str) -> bool:
+    """True for an internal command (`{prefix}.commands`), False for a public event or a
+    key this version does not know (`{prefix}.events`, where no worker listens)."""
+    entry = EVENTS.get(routing_key)
+    return entry is not None and issubclass(entry[1], Command)
+
+
+COMMANDS = frozenset(key for key in EVENTS if is_command(key))
+PUBLIC_EVENTS = frozenset(EVENTS) - COMMANDS
 
 
 class CloudEvent(BaseModel):

@@ -1,7 +1,17 @@
 """RabbitMQ: connection, topology and a confirming publisher.
 
-Every process declares the whole topology at start-up (declarations are idempotent), so
-the gateway never publishes into an exchange with no queue bound behind it.
+Three exchanges (SPEC §5): `{prefix}.commands` (internal; only our work queues are bound
+to it, only the gateway and the workers may write to it), `{prefix}.events` (public
+facts; other systems bind their own queues; no queue of ours listens there, so nothing
+published on it makes a worker act) and `{prefix}.dlx` (dead letters).
+
+A process with `REGISTRAR_AMQP_DECLARE=true` (the default; workers, development) declares
+the whole topology at start-up (declarations are idempotent). With `false` (the gateway
+under its least-privilege broker user, which may not configure anything) it only checks,
+with passive declarations, that the exchanges exist (pre-provisioned from
+deploy/rabbitmq/definitions.json or declared by a worker) and fails start-up otherwise.
+Either way the gateway never publishes into an exchange with no queue bound behind it:
+commands are published mandatory.
 """
 
 from __future__ import annotations
@@ -15,13 +25,14 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aio_pika.exceptions import AMQPException
 from aiormq.exceptions import AMQPError
 
-from schemas.events import CONTENT_TYPE, CloudEvent
+from schemas.events import CONTENT_TYPE, CloudEvent, is_command
 from service import metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# queue role -> routing keys it consumes. Each role gets `{prefix}.{role}` and a DLQ.
+# queue role -> command routing keys it consumes (bound on `{prefix}.commands` only).
+# Each role gets `{prefix}.{role}`, a DLQ and retry queues.
 QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
     "registration": ("register.requested", "activation.requested", "activation.resend.requested"),
     "invitation": ("invite.requested", "invitation.accept.requested"),
@@ -50,8 +61,18 @@ class Names:
     prefix: str
 
     @property
+    def commands(self) -> str:
+        """Internal: commands to our own workers."""
+        return f"{self.prefix}.commands"
+
+    @property
     def events(self) -> str:
+        """Public: facts other systems consume."""
         return f"{self.prefix}.events"
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return (self.commands, self.events, self.dead_letters)
 
     @property
     def dead_letters(self) -> str:
@@ -129,7 +150,7 @@ def queue_specs(
                     "x-delivery-limit": DELIVERY_LIMIT,
                     **DEAD_LETTERING,
                 },
-                tuple((names.events, key) for key in keys),
+                tuple((names.commands, key) for key in keys),
             )
         )
         specs.extend(
@@ -154,39 +175,56 @@ async def declare_topology(
     *,
     max_length: int,
     retry_delays: tuple[float, ...] = (),
-) -> AbstractExchange:
-    """Declare both exchanges and every queue of `queue_specs`, with their bindings."""
+) -> dict[str, AbstractExchange]:
+    """Declare the three exchanges and every queue of `queue_specs`, with their bindings;
+    returns the exchanges by name."""
     exchanges = {
         name: await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-        for name in (names.events, names.dead_letters)
+        for name in names.exchanges
     }
     for spec in queue_specs(names, max_length=max_length, retry_delays=retry_delays):
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
         for exchange, key in spec.bindings:
             await queue.bind(exchanges[exchange], routing_key=key)
-    return exchanges[names.events]
+    return exchanges
+
+
+async def find_exchanges(channel: AbstractChannel, names: Names) -> dict[str, AbstractExchange]:
+    """The exchanges, checked with passive declarations (no configure permission needed);
+    raises if one is missing, which closes the channel."""
+    return {name: await channel.get_exchange(name, ensure=True) for name in names.exchanges}
 
 
 class Publisher:
     """Publishes CloudEvents with publisher confirms; returns only once confirmed."""
 
     def __init__(
-        self, channel: AbstractChannel, exchange: AbstractExchange, *, timeout: float
+        self,
+        channel: AbstractChannel,
+        *,
+        commands: AbstractExchange,
+        events: AbstractExchange,
+        timeout: float,
     ) -> None:
         self._channel = channel
-        self._exchange = exchange
+        self._commands = commands
+        self._events = events
         self._timeout = timeout
 
     @property
     def is_connected(self) -> bool:
         return not self._channel.is_closed
 
-    async def publish(self, routing_key: str, event: CloudEvent, *, mandatory: bool = True) -> None:
+    async def publish(self, routing_key: str, event: CloudEvent) -> None:
         """Publish persistently and wait for the broker's confirm (or raise BrokerUnavailable).
 
-        `mandatory` makes an unroutable message an error: right for commands a queue of ours
-        must receive, wrong for events whose consumers may not have bound a queue yet.
+        The routing key decides the exchange (schemas.events.is_command): a command goes to
+        `{prefix}.commands` mandatory, so a command no queue of ours receives is an error
+        instead of being confirmed and dropped; an event goes to `{prefix}.events` without
+        mandatory, since its consumers may not have bound a queue yet.
         """
+        command = is_command(routing_key)
+        exchange = self._commands if command else self._events
         message = aio_pika.Message(
             body=event.model_dump_json(exclude_none=True).encode(),
             content_type=CONTENT_TYPE,
@@ -197,8 +235,8 @@ class Publisher:
         )
         try:
             # A nack (queue full) raises DeliveryError, a return (unroutable) PublishError.
-            await self._exchange.publish(
-                message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
+            await exchange.publish(
+                message, routing_key=routing_key, mandatory=command, timeout=self._timeout
             )
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
             metrics.PUBLISH_FAILED.labels(routing_key).inc()
@@ -222,13 +260,23 @@ async def open_publisher(
     max_length: int,
     timeout: float,
     retry_delays: tuple[float, ...] = (),
+    declare: bool = True,
 ) -> Publisher:
-    """A confirm-mode channel with the topology declared, wrapped in a Publisher."""
+    """A confirm-mode channel wrapped in a Publisher, with the topology declared
+    (`declare`) or only found (see the module docstring)."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    exchange = await declare_topology(
-        channel, names, max_length=max_length, retry_delays=retry_delays
+    if declare:
+        exchanges = await declare_topology(
+            channel, names, max_length=max_length, retry_delays=retry_delays
+        )
+    else:
+        exchanges = await find_exchanges(channel, names)
+    return Publisher(
+        channel,
+        commands=exchanges[names.commands],
+        events=exchanges[names.events],
+        timeout=timeout,
     )
-    return Publisher(channel, exchange, timeout=timeout)
 
 
 async def publisher_for(connection: AbstractRobustConnection, settings: Settings) -> Publisher:
@@ -239,4 +287,5 @@ async def publisher_for(connection: AbstractRobustConnection, settings: Settings
         max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
         retry_delays=settings.retry_delays_s,
+        declare=settings.amqp_declare,
     )

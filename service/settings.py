@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default="postgresql://127.0.0.1:5432/registrar", repr=False)
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     amqp_prefix: str = "registrar"
+    # Declare the AMQP topology at start-up (needs configure permission), or only check
+    # that it exists (the gateway's least-privilege broker user; see service/amqp.py).
+    amqp_declare: bool = True
     smtp_url: str | None = Field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
     seal_public_key: str | None = None

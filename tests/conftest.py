@@ -105,7 +105,7 @@ async def drop_topology(
     channel = await connection.channel()
     for queue in names.all_queues(retry_delays):
         await channel.queue_delete(queue)
-    for exchange in (names.events, names.dead_letters):
+    for exchange in names.exchanges:
         await channel.exchange_delete(exchange)
     await channel.close()
 

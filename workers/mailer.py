@@ -1,5 +1,8 @@
 """The mailer worker: renders the emails other workers ask for, in the recipient's
-language, and sends them."""
+language, and sends them.
+
+Everything it sends comes from its own `emails` row (workers/emails.py), looked up by the
+command's (emailId, tenantId): the command names an email, it does not describe one."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from service import i18n, metrics, tokens
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event
 from service.supervisor import retry_transient
+from workers.emails import EmailContent, content_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ class Recipient:
     mail_from: str | None = None
 
 
-def activation_link(data: EmailRequested, key: bytes) -> str:
+def activation_link(data: EmailContent, key: bytes) -> str:
     """The tenant's activation URL with the token (re-derived here, never transported)."""
     if data.activation_url is None or data.activation_token_id is None:
         raise PermanentError("activation email without activation URL or token id")
@@ -59,7 +63,7 @@ def activation_link(data: EmailRequested, key: bytes) -> str:
     return data.activation_url.replace("{activationToken}", token)
 
 
-def invitation_link(data: EmailRequested, key: bytes, public_url: str) -> str:
+def invitation_link(data: EmailContent, key: bytes, public_url: str) -> str:
     """The hosted accept page for this invitation (token re-derived here)."""
     if data.invitation_id is None:
         raise PermanentError("invitation email without invitation id")
@@ -68,7 +72,7 @@ def invitation_link(data: EmailRequested, key: bytes, public_url: str) -> str:
 
 
 def context_for(
-    data: EmailRequested, recipient: Recipient, settings: MailSettings, locale: str
+    data: EmailContent, recipient: Recipient, settings: MailSettings, locale: str
 ) -> dict[str, Any]:
     """The template variables of one email kind."""
     common = {"lang": locale.replace("_", "-"), "organization": recipient.organization}
@@ -102,7 +106,7 @@ def _long_date(moment: dt.datetime | None, locale: str) -> str:
     return format_datetime(moment, "long", tzinfo=dt.UTC, locale=locale)
 
 
-def render(data: EmailRequested, *, recipient: Recipient, settings: MailSettings) -> EmailMessage:
+def render(data: EmailContent, *, recipient: Recipient, settings: MailSettings) -> EmailMessage:
     """The complete message in the best available locale: text and HTML parts."""
     chain = i18n.fallback_chain(data.locale, default=recipient.default_locale)
     env = i18n.environment("workers", chain)
@@ -121,7 +125,7 @@ def render(data: EmailRequested, *, recipient: Recipient, settings: MailSettings
     return message
 
 
-async def load_recipient(pool: asyncpg.Pool, data: EmailRequested) -> Recipient:
+async def load_recipient(pool: asyncpg.Pool, data: EmailContent) -> Recipient:
     row = await pool.fetchrow(
         "SELECT name, default_locale, mail_from FROM tenants WHERE id = $1", data.tenant_id
     )
@@ -146,11 +150,16 @@ async def send_email(
     The row is claimed (committed) before the SMTP conversation, so a second copy finds
     the claim and does not send. A claim is released when sending failed for sure; it is
     kept when the handler is cancelled mid-conversation (the server may have the message),
-    and then expires with its lease."""
-    if not await claim(pool, data, lease_s=settings.lease_s):
+    and then expires with its lease.
+
+    Recipient and content come from the row, never from the command (see module
+    docstring), so a forged or replayed command cannot address anyone new."""
+    content = await claim(pool, data, lease_s=settings.lease_s)
+    if content is None:
         return  # sent already: a redelivered or replayed copy
     try:
-        message = render(data, recipient=await load_recipient(pool, data), settings=settings)
+        recipient = await load_recipient(pool, content)
+        message = render(content, recipient=recipient, settings=settings)
         await sender.send(message)
     except Exception as exc:
         await release(pool, data.email_id, describe(exc))
@@ -162,16 +171,17 @@ async def send_email(
     # The server has the message: losing this commit to a brief database outage would
     # send it again once the lease expires, so keep trying for part of the lease.
     await retry_transient(
-        lambda: record_sent(pool, data),
+        lambda: record_sent(pool, content),
         what="recording a sent email",
         deadline_s=settings.lease_s / 2,
     )
-    metrics.EMAILS_SENT.labels(data.kind).inc()
-    log.info("email sent", extra={"email_id": str(data.email_id), "kind": data.kind})
+    metrics.EMAILS_SENT.labels(content.kind).inc()
+    log.info("email sent", extra={"email_id": str(content.email_id), "kind": content.kind})
 
 
-async def claim(pool: asyncpg.Pool, data: EmailRequested, *, lease_s: float) -> bool:
-    """Take the row for one sending attempt (counted in `attempts`); False if it was sent.
+async def claim(pool: asyncpg.Pool, data: EmailRequested, *, lease_s: float) -> EmailContent | None:
+    """Take the row for one sending attempt (counted in `attempts`) and return what it
+    says to send; None if it was sent. The row must belong to the command's tenant.
 
     Raises RetryableError while another copy holds a live lease: it may be mid-send, and
     after its lease the retry can take over. Taking over an expired lease is counted and
@@ -179,14 +189,16 @@ async def claim(pool: asyncpg.Pool, data: EmailRequested, *, lease_s: float) -> 
     email a second time (the one duplicate window left)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT status, coalesce(lease_until < now(), true) AS expired "
-            "FROM emails WHERE id = $1 FOR UPDATE",
+            "SELECT id, tenant_id, kind, recipient, locale, params, status, "
+            "coalesce(lease_until < now(), true) AS expired "
+            "FROM emails WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
             data.email_id,
+            data.tenant_id,
         )
         if row is None:
             raise PermanentError("the email row does not exist")
         if row["status"] == "sent":
-            return False
+            return None
         if row["status"] == "sending" and not row["expired"]:
             raise RetryableError("email is being sent by another copy")
         # 'failed' is claimable too: a copy replayed from the dead-letter queue is a
@@ -197,13 +209,14 @@ async def claim(pool: asyncpg.Pool, data: EmailRequested, *, lease_s: float) -> 
             data.email_id,
             lease_s,
         )
+    content = content_of(row)
     if row["status"] == "sending":
-        metrics.EMAIL_LEASE_TAKEOVERS.labels(data.kind).inc()
+        metrics.EMAIL_LEASE_TAKEOVERS.labels(content.kind).inc()
         log.warning(
             "took over an expired email lease; its holder may have sent it already",
-            extra={"email_id": str(data.email_id), "kind": data.kind},
+            extra={"email_id": str(content.email_id), "kind": content.kind},
         )
-    return True
+    return content
 
 
 async def release(pool: asyncpg.Pool, email_id: uuid.UUID, error: str) -> None:
@@ -220,7 +233,7 @@ async def release(pool: asyncpg.Pool, email_id: uuid.UUID, error: str) -> None:
         log.warning("could not release an email claim", exc_info=True)
 
 
-async def record_sent(pool: asyncpg.Pool, data: EmailRequested) -> None:
+async def record_sent(pool: asyncpg.Pool, data: EmailContent) -> None:
     """Mark the email sent and add email.delivered, in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
         attempts = await conn.fetchval(
@@ -272,28 +285,29 @@ async def record_failure(
     Never for an email that was sent, nor one another copy holds a live claim on (this
     copy gave up waiting for it; that copy will record its own outcome)."""
     async with pool.acquire() as conn, conn.transaction():
-        attempts = await conn.fetchval(
+        row = await conn.fetchrow(
             "UPDATE emails SET status = 'failed', lease_until = NULL, "
             "error = coalesce(error, $2) "
-            "WHERE id = $1 AND status <> 'sent' "
+            "WHERE id = $1 AND tenant_id = $3 AND status <> 'sent' "
             "AND NOT (status = 'sending' AND coalesce(lease_until > now(), false)) "
-            "RETURNING attempts",
+            "RETURNING attempts, kind, recipient",
             data.email_id,
             error[:500],
+            data.tenant_id,
         )
-        if attempts is None:
+        if row is None:
             return
         await add_event(
             conn,
             EmailFailed(
                 email_id=data.email_id,
                 tenant_id=data.tenant_id,
-                kind=data.kind,
-                to=data.to,
-                attempts=attempts,
+                kind=row["kind"],
+                to=row["recipient"],
+                attempts=row["attempts"],
                 error=error[:500],
             ),
             subject=str(data.email_id),
         )
-    metrics.EMAILS_FAILED.labels(data.kind).inc()
-    log.warning("email failed", extra={"email_id": str(data.email_id), "kind": data.kind})
+    metrics.EMAILS_FAILED.labels(row["kind"]).inc()
+    log.warning("email failed", extra={"email_id": str(data.email_id), "kind": row["kind"]})

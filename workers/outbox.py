@@ -1,4 +1,6 @@
-"""The outbox relay: publishes committed outbox rows to `{prefix}.events`.
+"""The outbox relay: publishes committed outbox rows, commands (such as the workers'
+`email.requested`) to `{prefix}.commands` and events to `{prefix}.events` (the publisher
+picks the exchange from the routing key).
 
 Delivery is at least once. Several relays may run at once: each batch is claimed with
 FOR UPDATE SKIP LOCKED, and a row is marked published in the same transaction, after the
@@ -28,7 +30,7 @@ from pydantic import ValidationError
 
 from schemas.events import CloudEvent
 from service import metrics
-from service.amqp import QUEUE_BINDINGS, Publisher
+from service.amqp import Publisher
 
 log = logging.getLogger(__name__)
 CHANNEL = "registrar_outbox"  # NOTIFYed on insert (migration 0001); service.listen hears it
@@ -40,10 +42,6 @@ IDLE_POLL_S = 5.0
 RETRY_DELAY_S = 5.0
 RETRY_DELAY_MAX_S = 300.0
 ERROR_CHARS = 1000
-# Routing keys our own queues consume (commands: email.requested, register.requested,
-# invite.requested, ...): published mandatory, so a command no queue receives fails (and is
-# retried, then parked) instead of being confirmed and dropped.
-COMMANDS = frozenset(key for keys in QUEUE_BINDINGS.values() for key in keys)
 
 
 def _blames_row(exc: BaseException) -> bool:
@@ -60,7 +58,9 @@ def _describe(exc: BaseException) -> str:
 
 async def _publish_row(publisher: Publisher, row: asyncpg.Record) -> None:
     event = CloudEvent.model_validate(row["body"])  # ValidationError: a poison row
-    await publisher.publish(row["routing_key"], event, mandatory=row["routing_key"] in COMMANDS)
+    # A command is published mandatory: one no queue of ours receives fails (and is
+    # retried, then parked) instead of being confirmed and dropped.
+    await publisher.publish(row["routing_key"], event)
 
 
 async def publish_batch(

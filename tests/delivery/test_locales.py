@@ -8,10 +8,11 @@ import uuid
 
 import pytest
 
-from schemas.events import CloudEvent, EmailRequested
+from schemas.events import envelope
 from service import i18n
 from service.sealing import derive_secret, generate_key_pair
 from workers import mailer
+from workers.emails import EmailContent, store_email
 from workers.smtp import SmtpConfig, SmtpSender
 
 SUBJECTS = {
@@ -29,8 +30,8 @@ def expected_subject(kind: str, locale: str) -> str:
     return i18n.translations((locale, "en")).gettext(msgid) % values
 
 
-def request(kind: str, tenant_id: uuid.UUID, locale: str) -> EmailRequested:
-    return EmailRequested(
+def request(kind: str, tenant_id: uuid.UUID, locale: str) -> EmailContent:
+    return EmailContent(
         email_id=uuid.uuid4(),
         tenant_id=tenant_id,
         kind=kind,
@@ -46,19 +47,15 @@ def request(kind: str, tenant_id: uuid.UUID, locale: str) -> EmailRequested:
     )
 
 
-async def deliver(pool, mailbox, data: EmailRequested):
-    await pool.execute(
-        "INSERT INTO emails (id, tenant_id, kind, recipient) VALUES ($1, $2, $3, $4)",
-        data.email_id,
-        data.tenant_id,
-        data.kind,
-        data.to,
-    )
+async def deliver(pool, mailbox, data: EmailContent):
+    async with pool.acquire() as conn:
+        await store_email(conn, data)
+    command = data.command()
     sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{mailbox.port}"))
     try:
         await mailer.send_email(
-            CloudEvent(type="registrar.email.requested.v1", data={}),
-            data,
+            envelope(command),
+            command,
             pool=pool,
             sender=sender,
             settings=mailer.MailSettings(

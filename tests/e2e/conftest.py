@@ -158,6 +158,17 @@ async def events_queue(amqp_connection, e2e_settings: Settings):
     await channel.close()
 
 
+@pytest.fixture
+async def commands_queue(amqp_connection, e2e_settings: Settings):
+    """A tap on every internal command (a test may bind one; outside systems may not)."""
+    channel = await amqp_connection.channel()
+    exchange = await channel.get_exchange(f"{e2e_settings.amqp_prefix}.commands")
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="#")
+    yield queue
+    await channel.close()
+
+
 async def next_event(queue: aio_pika.abc.AbstractQueue, routing_key: str, *, timeout: float = 20):
     """The next message with `routing_key` (others are acked and skipped)."""
     import asyncio

@@ -236,7 +236,7 @@ async def test_pow_captcha_solution_is_accepted_once(service, http):
 
 
 async def test_no_plaintext_password_in_messages_rows_or_logs(
-    service, tenant, http, e2e_pool, mailbox, events_queue
+    service, tenant, http, e2e_pool, mailbox, events_queue, commands_queue
 ):
     secret = f"Plaintext-{uuid.uuid4().hex}"
     body = new_body(password=secret)
@@ -259,8 +259,13 @@ async def test_no_plaintext_password_in_messages_rows_or_logs(
         assert secret not in message.as_string()
 
     seen = set()
-    while (message := await events_queue.get(fail=False)) is not None:
-        await message.ack()
-        seen.add(message.routing_key)
-        assert secret.encode() not in message.body
-    assert {"register.requested", "user.registered", "email.requested"} <= seen
+    for queue in (events_queue, commands_queue):
+        while (message := await queue.get(fail=False)) is not None:
+            await message.ack()
+            seen.add((message.exchange.rsplit(".", 1)[1], message.routing_key))
+            assert secret.encode() not in message.body
+    assert {
+        ("commands", "register.requested"),
+        ("commands", "email.requested"),
+        ("events", "user.registered"),
+    } <= seen

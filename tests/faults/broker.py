@@ -24,9 +24,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.faults.common import progress
 
-# The exchange commands travel on. SPEC §5 moves them to `{prefix}.commands`; the
-# service still publishes them on `{prefix}.events` today. Change it here only.
-COMMANDS_EXCHANGE_SUFFIX = "events"
+# The exchange commands travel on (SPEC §5: the internal `{prefix}.commands`).
+COMMANDS_EXCHANGE_SUFFIX = "commands"
 COMMAND_KEYS = ("register.requested", "invite.requested", "email.requested")
 EVENTS_EXCHANGE_SUFFIX = "events"
 AUDITED_KEYS = ("user.registered", "invitation.sent")

@@ -13,13 +13,13 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from schemas.events import envelope
 from service.errors import PermanentError, RetryableError
 from service.settings import Settings
 from service.tenants import Tenant
 from tests.integration.conftest import MakeTenant
 from tests.integration.test_mailer import (
     addressed_to,
+    command_of,
     delivered_events,
     mail_settings,
     requested_email,
@@ -46,7 +46,7 @@ def send(pool: asyncpg.Pool, settings: Settings, token_key: bytes, private_key: 
         config = dataclasses.replace(
             mail_settings(token_key, settings, private_key), lease_s=lease_s
         )
-        await mailer.send_email(envelope(data), data, pool=db, sender=sender, settings=config)
+        await mailer.send_email(*command_of(data), pool=db, sender=sender, settings=config)
 
     return send
 
@@ -190,7 +190,7 @@ async def test_a_handler_cancelled_mid_smtp_keeps_its_claim_until_the_lease_expi
 
 
 async def test_a_render_failure_releases_the_claim(pool, tenant, scripted, send) -> None:
-    data = (await requested_email(pool, tenant)).model_copy(update={"activation_token_id": None})
+    data = await requested_email(pool, tenant, activation_token_id=None)
 
     with pytest.raises(PermanentError):
         await send(data)
@@ -248,7 +248,7 @@ async def test_record_failure_never_overwrites_a_sent_email(pool, tenant, script
     data = await requested_email(pool, tenant)
     await send(data)
 
-    await mailer.record_failure(envelope(data), data, pool=pool, error="gave up: late copy")
+    await mailer.record_failure(*command_of(data), pool=pool, error="gave up: late copy")
 
     assert (await row_of(pool, data.email_id))["status"] == "sent"
     assert await failed_events(pool, data.email_id) == 0
@@ -258,7 +258,7 @@ async def test_record_failure_leaves_a_live_claim_to_its_holder(pool, tenant) ->
     data = await requested_email(pool, tenant)
     await set_lease(pool, data.email_id, 60)
 
-    await mailer.record_failure(envelope(data), data, pool=pool, error="gave up waiting")
+    await mailer.record_failure(*command_of(data), pool=pool, error="gave up waiting")
 
     assert (await row_of(pool, data.email_id))["status"] == "sending"
     assert await failed_events(pool, data.email_id) == 0
@@ -270,7 +270,7 @@ async def test_record_failure_marks_an_abandoned_claim_failed_and_clears_its_lea
     data = await requested_email(pool, tenant)
     await set_lease(pool, data.email_id, -1)
 
-    await mailer.record_failure(envelope(data), data, pool=pool, error="gave up")
+    await mailer.record_failure(*command_of(data), pool=pool, error="gave up")
 
     row = await row_of(pool, data.email_id)
     assert (row["status"], row["lease_until"], row["error"]) == ("failed", None, "gave up")
@@ -282,7 +282,7 @@ async def test_a_copy_replayed_after_the_email_failed_sends_it(
 ) -> None:
     """`registrar dlq replay mailer` means: try again now that the cause is fixed."""
     data = await requested_email(pool, tenant)
-    await mailer.record_failure(envelope(data), data, pool=pool, error="550 refused")
+    await mailer.record_failure(*command_of(data), pool=pool, error="550 refused")
 
     await send(data)
 

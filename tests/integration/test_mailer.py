@@ -11,7 +11,7 @@ from functools import partial
 import asyncpg
 import pytest
 
-from schemas.events import EmailRequested, InviteRequested, envelope, parse
+from schemas.events import CloudEvent, EmailRequested, InviteRequested, envelope, parse
 from service import invitations, tokens
 from service.errors import PermanentError, RetryableError
 from service.sealing import derive_secret
@@ -20,6 +20,7 @@ from service.tenants import Tenant
 from tests.conftest import free_port, text_of
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
 from workers import mailer
+from workers.emails import EmailContent, store_email
 from workers.invitation import invite_user
 from workers.registration import register_user
 from workers.smtp import SmtpConfig, SmtpSender
@@ -71,26 +72,30 @@ async def tenant(make_tenant: MakeTenant) -> Tenant:
     return await make_tenant()
 
 
-async def requested_email(pool: asyncpg.Pool, tenant: Tenant) -> EmailRequested:
-    """An emails row and its EmailRequested, as the registration worker writes them."""
+async def requested_email(pool: asyncpg.Pool, tenant: Tenant, **overrides) -> EmailContent:
+    """An emails row (activation) as the registration worker writes it; its command is
+    `.command()`, see `command_of`."""
     email_id = uuid.uuid4()
-    to = f"mail-{uuid.uuid4().hex[:10]}@example.com"
-    await pool.execute(
-        "INSERT INTO emails (id, tenant_id, kind, recipient) VALUES ($1, $2, 'activation', $3)",
-        email_id,
-        tenant.id,
-        to,
-    )
-    return EmailRequested(
-        email_id=email_id,
-        tenant_id=tenant.id,
-        kind="activation",
-        to=to,
-        locale="en",
-        user_name=f"user-{email_id.hex[:6]}",
-        activation_url=ACTIVATION_URL,
-        activation_token_id=uuid.uuid4(),
-    )
+    fields = {
+        "email_id": email_id,
+        "tenant_id": tenant.id,
+        "kind": "activation",
+        "to": f"mail-{uuid.uuid4().hex[:10]}@example.com",
+        "locale": "en",
+        "user_name": f"user-{email_id.hex[:6]}",
+        "activation_url": ACTIVATION_URL,
+        "activation_token_id": uuid.uuid4(),
+    }
+    content = EmailContent(**(fields | overrides))
+    async with pool.acquire() as conn:
+        await store_email(conn, content)
+    return content
+
+
+def command_of(content: EmailContent) -> tuple[CloudEvent, EmailRequested]:
+    """The `email.requested` message naming this email, as the mailer receives it."""
+    command = content.command()
+    return envelope(command), command
 
 
 async def delivered_events(pool: asyncpg.Pool, email_id: uuid.UUID) -> list[dict]:
@@ -112,7 +117,7 @@ async def test_send_email_delivers_the_activation_link_with_the_derived_token_an
     data = await requested_email(pool, tenant)
     send = send_with(smtp, pool=pool, token_key=token_key, settings=settings)
 
-    await send(envelope(data), data)
+    await send(*command_of(data))
 
     message = await mailbox.wait_for(addressed_to(data.to), timeout=5)
     token = tokens.derive_token(token_key, data.activation_token_id)
@@ -146,11 +151,11 @@ async def test_redelivery_of_a_sent_email_request_sends_no_second_email(
 ) -> None:
     data = await requested_email(pool, tenant)
     send = send_with(smtp, pool=pool, token_key=token_key, settings=settings)
-    event = envelope(data)
-    await send(event, data)
+    event, command = command_of(data)
+    await send(event, command)
     await mailbox.wait_for(addressed_to(data.to), timeout=5)
 
-    await send(event, data)
+    await send(event, command)
 
     await asyncio.sleep(0.3)  # a second message, had one been sent, would be in by now
     assert len(mailbox.received(addressed_to(data.to))) == 1
@@ -166,7 +171,7 @@ async def test_an_unreachable_smtp_server_raises_retryable_error_and_counts_the_
 
     for attempt in (1, 2):
         with pytest.raises(RetryableError):
-            await send(envelope(data), data)
+            await send(*command_of(data))
         row = await pool.fetchrow("SELECT * FROM emails WHERE id = $1", data.email_id)
         assert (row["status"], row["attempts"], row["sent_at"]) == ("pending", attempt, None)
 
@@ -183,11 +188,13 @@ async def test_a_retry_after_smtp_failures_delivers_and_reports_every_attempt(
     dead_smtp,
 ) -> None:
     data = await requested_email(pool, tenant)
-    event = envelope(data)
+    event, command = command_of(data)
     with pytest.raises(RetryableError):
-        await send_with(dead_smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+        await send_with(dead_smtp, pool=pool, token_key=token_key, settings=settings)(
+            event, command
+        )
 
-    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, data)
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(event, command)
 
     await mailbox.wait_for(addressed_to(data.to), timeout=5)
     assert await pool.fetchval("SELECT attempts FROM emails WHERE id = $1", data.email_id) == 2
@@ -244,9 +251,9 @@ async def test_the_mail_is_rendered_in_the_tenant_default_locale_when_the_reader
     pool: asyncpg.Pool, settings: Settings, token_key: bytes, make_tenant: MakeTenant, mailbox, smtp
 ) -> None:
     german_tenant = await make_tenant(default_locale="de")
-    data = (await requested_email(pool, german_tenant)).model_copy(update={"locale": "it_IT"})
+    data = await requested_email(pool, german_tenant, locale="it_IT")
 
-    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(envelope(data), data)
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(*command_of(data))
 
     message = await mailbox.wait_for(addressed_to(data.to), timeout=5)
     assert message["Subject"] == "Aktivieren Sie Ihr Konto"
@@ -260,9 +267,7 @@ async def test_an_email_for_a_tenant_that_no_longer_exists_is_a_permanent_error(
     data = (await requested_email(pool, tenant)).model_copy(update={"tenant_id": uuid.uuid4()})
 
     with pytest.raises(PermanentError):
-        await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(
-            envelope(data), data
-        )
+        await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(*command_of(data))
 
     await asyncio.sleep(0.3)
     assert mailbox.received(addressed_to(data.to)) == []
@@ -311,10 +316,12 @@ async def test_the_invitation_email_links_to_the_hosted_page_with_the_stored_tok
 
 
 async def email_requested_to(pool: asyncpg.Pool, email: str):
-    """The email.requested command a worker wrote to the outbox for `email`, parsed."""
+    """The email.requested command a worker wrote to the outbox for `email`, parsed (the
+    command names only the emails row, which holds the address)."""
     body = await pool.fetchval(
-        "SELECT body::text FROM outbox WHERE routing_key = 'email.requested' "
-        "AND body->'data'->>'to' = $1",
+        "SELECT o.body::text FROM outbox o JOIN emails e "
+        "ON e.id = (o.body->'data'->>'emailId')::uuid "
+        "WHERE o.routing_key = 'email.requested' AND e.recipient = $1",
         email,
     )
     return parse("email.requested", body.encode())

@@ -30,6 +30,7 @@ from schemas.events import (
     RegistrationRejected,
     UserActivated,
     UserRegistered,
+    is_command,
 )
 from service import amqp
 from service.amqp import BrokerUnavailable, Publisher
@@ -41,7 +42,8 @@ from workers import outbox
 
 
 class EventTap:
-    """An exclusive queue bound to every routing key of `{prefix}.events`."""
+    """An exclusive queue bound to every routing key of `{prefix}.events` and of
+    `{prefix}.commands` (a test may look at both; an outside consumer may not)."""
 
     def __init__(self) -> None:
         self.messages: list[AbstractIncomingMessage] = []
@@ -75,10 +77,12 @@ class EventTap:
 async def tap(
     settings: Settings, amqp_connection: AbstractConnection, publisher: Publisher
 ) -> AsyncIterator[EventTap]:
-    # `publisher` declared the exchange this binds to.
+    # `publisher` declared the exchanges this binds to.
     channel = await amqp_connection.channel()
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(amqp.Names(settings.amqp_prefix).events, routing_key="#")
+    names = amqp.Names(settings.amqp_prefix)
+    await queue.bind(names.events, routing_key="#")
+    await queue.bind(names.commands, routing_key="#")
     tap = EventTap()
     tag = await queue.consume(tap.on_message, no_ack=True)
     yield tap
@@ -112,16 +116,7 @@ def sample_events() -> list[EventData]:
         ),
         UserActivated(user_id=user_id, tenant_id=tenant_id, activated_at=now),
         RegistrationRejected(request_id=uuid.uuid4(), tenant_id=tenant_id, reason="email_taken"),
-        EmailRequested(
-            email_id=email_id,
-            tenant_id=tenant_id,
-            kind="activation",
-            to="a@example.com",
-            locale="en",
-            user_name="ann",
-            activation_url="https://app.example/{activationToken}",
-            activation_token_id=uuid.uuid4(),
-        ),
+        EmailRequested(email_id=email_id, tenant_id=tenant_id),
         EmailDelivered(
             email_id=email_id,
             tenant_id=tenant_id,
@@ -154,8 +149,11 @@ async def published_at(pool: asyncpg.Pool, event_ids: set[uuid.UUID]) -> list[ob
 
 
 async def test_publish_batch_sends_each_row_as_a_persistent_structured_cloudevent(
-    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap
+    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, settings: Settings
 ) -> None:
+    """... commands (the workers' email.requested) on the internal exchange, events on the
+    public one."""
+    names = amqp.Names(settings.amqp_prefix)
     await drain(pool, publisher)
     events = await add_events(pool, sample_events())
     assert all(at is None for at in await published_at(pool, set(events)))
@@ -170,6 +168,7 @@ async def test_publish_batch_sends_each_row_as_a_persistent_structured_cloudeven
         routing_key = message.routing_key
         expected_type = EVENTS[routing_key][0]
         assert isinstance(data, EVENTS[routing_key][1])
+        assert message.exchange == (names.commands if is_command(routing_key) else names.events)
         assert message.content_type == CONTENT_TYPE == "application/cloudevents+json"
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert message.message_id == body["id"]
@@ -262,11 +261,18 @@ async def orphan(
     mandatory comes back unroutable; an event is confirmed (and dropped)."""
     names = amqp.Names(f"{settings.amqp_prefix}_noqueue")
     channel = await amqp_connection.channel(publisher_confirms=True, on_return_raises=True)
-    exchange = await channel.declare_exchange(
-        names.events, aio_pika.ExchangeType.TOPIC, auto_delete=True
+    exchanges = {
+        name: await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+        for name in (names.commands, names.events)
+    }
+    yield Publisher(
+        channel,
+        commands=exchanges[names.commands],
+        events=exchanges[names.events],
+        timeout=settings.confirm_timeout_s,
     )
-    yield Publisher(channel, exchange, timeout=settings.confirm_timeout_s)
-    await channel.exchange_delete(names.events)  # never bound, so auto_delete won't fire
+    for name in exchanges:  # never bound, so auto_delete won't fire
+        await channel.exchange_delete(name)
     await channel.close()
 
 
@@ -276,9 +282,11 @@ async def broker_away(
 ) -> Publisher:
     """A publisher whose channel is closed, as when the broker connection is lost."""
     channel = await amqp_connection.channel(publisher_confirms=True, on_return_raises=True)
-    exchange = await channel.get_exchange(amqp.Names(settings.amqp_prefix).events)
+    names = amqp.Names(settings.amqp_prefix)
+    commands = await channel.get_exchange(names.commands)
+    events = await channel.get_exchange(names.events)
     await channel.close()
-    away = Publisher(channel, exchange, timeout=settings.confirm_timeout_s)
+    away = Publisher(channel, commands=commands, events=events, timeout=settings.confirm_timeout_s)
     assert not away.is_connected
     return away
 
@@ -434,8 +442,8 @@ async def test_a_full_queue_is_backpressure_not_the_rows_fault(
         channel = await amqp_connection.channel()
         for queue in names.all_queues():
             await channel.queue_delete(queue)
-        await channel.exchange_delete(names.events)
-        await channel.exchange_delete(names.dead_letters)
+        for exchange in names.exchanges:
+            await channel.exchange_delete(exchange)
         await channel.close()
 
 

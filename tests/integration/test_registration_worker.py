@@ -118,9 +118,13 @@ async def test_register_user_creates_user_role_token_email_and_outbox_events(
     assert registered["data"]["requestId"] == str(req.data.request_id)
     assert registered["data"]["roles"] == ["User"]
     assert registered["data"]["isApproved"] is False
-    assert email_requested["data"]["emailId"] == str(email_row["id"])
-    assert email_requested["data"]["activationTokenId"] == str(token["id"])
-    assert email_requested["data"]["to"] == email
+    # The command names the row; the row holds what the mailer renders (SPEC §5).
+    assert email_requested["data"] == {
+        "emailId": str(email_row["id"]),
+        "tenantId": str(tenant.id),
+    }
+    assert email_row["params"]["activation_token_id"] == str(token["id"])
+    assert email_row["recipient"] == email
     for row in outbox:
         assert req.password not in row["text"]
         assert plaintext_token not in row["text"]

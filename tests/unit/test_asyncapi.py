@@ -1,4 +1,5 @@
-"""schemas/asyncapi.json describes exactly the events the code publishes."""
+"""schemas/asyncapi.json describes exactly the public events the code publishes, and no
+internal command."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from pathlib import Path
 
 from schemas.asyncapi import build_asyncapi, render
-from schemas.events import EVENTS
+from schemas.events import COMMANDS, EVENTS, PUBLIC_EVENTS
 
 COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.json"
 
@@ -21,8 +22,9 @@ def test_every_event_has_a_channel_message_and_payload_schema():
     document = build_asyncapi()
     assert document["asyncapi"].startswith("3.")
     addresses = {c["address"] for c in document["channels"].values()}
-    assert addresses == set(EVENTS)
-    for routing_key, (event_type, model) in EVENTS.items():
+    assert addresses == set(PUBLIC_EVENTS)
+    for routing_key in PUBLIC_EVENTS:
+        event_type, model = EVENTS[routing_key]
         message = document["components"]["messages"][model.__name__]
         assert message["payload"]["properties"]["type"] == {"const": event_type}
         data_schema = document["components"]["schemas"][model.__name__]
@@ -37,3 +39,29 @@ def test_internal_references_resolve():
         node = document
         for key in ref.split("/"):
             node = node[key]
+
+
+def test_commands_are_not_documented():
+    document = build_asyncapi()
+    text = json.dumps(document)
+    assert {
+        "register.requested",
+        "invite.requested",
+        "activation.requested",
+        "activation.resend.requested",
+        "invitation.accept.requested",
+        "email.requested",
+    } == COMMANDS
+    for routing_key in COMMANDS:
+        event_type, model = EVENTS[routing_key]
+        assert event_type not in text
+        assert model.__name__ not in document["components"]["messages"]
+    assert {
+        "user.registered",
+        "user.activated",
+        "registration.rejected",
+        "invitation.sent",
+        "invitation.accepted",
+        "email.delivered",
+        "email.failed",
+    } == PUBLIC_EVENTS

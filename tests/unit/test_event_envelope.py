@@ -85,16 +85,7 @@ SAMPLES: dict[str, EventData] = {
     "registration.rejected": RegistrationRejected(
         request_id=uuid.uuid4(), tenant_id=TENANT, reason="email_taken"
     ),
-    "email.requested": EmailRequested(
-        email_id=uuid.uuid4(),
-        tenant_id=TENANT,
-        kind="activation",
-        to="alice@example.com",
-        locale="en",
-        user_name="alice",
-        activation_url="https://app.example.com/a/{activationToken}",
-        activation_token_id=uuid.uuid4(),
-    ),
+    "email.requested": EmailRequested(email_id=uuid.uuid4(), tenant_id=TENANT),
     "email.delivered": EmailDelivered(
         email_id=uuid.uuid4(), tenant_id=TENANT, kind="activation", to="a@example.com", attempts=1
     ),
@@ -180,20 +171,17 @@ def test_invitation_sent_and_accepted_data_have_the_spec_field_names() -> None:
     assert set(accepted) == {"invitationId", "tenantId", "userId"}
 
 
-def test_an_invitation_email_request_round_trips_without_activation_fields() -> None:
-    data = EmailRequested(
-        email_id=uuid.uuid4(),
-        tenant_id=TENANT,
-        kind="invitation",
-        to="bob@example.com",
-        locale="de_AT",
-        name="Bob",
-        invitation_id=uuid.uuid4(),
-        expires_at=WHEN,
+def test_an_email_request_carries_only_ids_and_ignores_forged_content() -> None:
+    """SPEC §5: recipient, kind and content come from the mailer's own row; whatever else
+    a (forged) command carries is not even read."""
+    data = EmailRequested(email_id=uuid.uuid4(), tenant_id=TENANT)
+    assert set(envelope(data).data) == {"emailId", "tenantId"}
+    forged = envelope(data).model_copy(
+        update={"data": {**envelope(data).data, "to": "mallory@evil.example", "kind": "welcome"}}
     )
-    _, parsed = parse("email.requested", wire(envelope(data)))
+    _, parsed = parse("email.requested", wire(forged))
     assert parsed == data
-    assert (parsed.activation_url, parsed.activation_token_id) == (None, None)
+    assert not hasattr(parsed, "to") and not hasattr(parsed, "kind")
 
 
 def test_each_envelope_gets_a_fresh_id_and_an_aware_time() -> None:

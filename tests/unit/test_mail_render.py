@@ -9,9 +9,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from schemas.events import EmailRequested
 from service import i18n, tokens
 from service.errors import PermanentError
+from workers.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, activation_link, invitation_link, render
 
 KEY = b"worker-secret-for-activation-00"
@@ -29,7 +29,7 @@ SETTINGS = MailSettings(
 ACME = Recipient(organization="Acme", default_locale="en")
 
 
-def request(**overrides: object) -> EmailRequested:
+def request(**overrides: object) -> EmailContent:
     fields: dict[str, object] = {
         "email_id": uuid.UUID("0e5f3f1c-7a44-4c0e-8d0f-2b1f4d7b9a01"),
         "tenant_id": uuid.uuid4(),
@@ -41,10 +41,10 @@ def request(**overrides: object) -> EmailRequested:
         "activation_token_id": TOKEN_ID,
     }
     fields.update(overrides)
-    return EmailRequested(**fields)
+    return EmailContent(**fields)
 
 
-def invitation(**overrides: object) -> EmailRequested:
+def invitation(**overrides: object) -> EmailContent:
     fields: dict[str, object] = {
         "email_id": uuid.UUID("1f6a4e2d-8b55-4d1f-9e10-3c2a5e8c0b12"),
         "tenant_id": uuid.uuid4(),
@@ -56,7 +56,7 @@ def invitation(**overrides: object) -> EmailRequested:
         "expires_at": EXPIRES,
     }
     fields.update(overrides)
-    return EmailRequested(**fields)
+    return EmailContent(**fields)
 
 
 def text(message: EmailMessage) -> str:

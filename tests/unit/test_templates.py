@@ -11,8 +11,8 @@ import jinja2
 import pytest
 from jinja2 import meta
 
-from schemas.events import EmailRequested
 from service import i18n
+from workers.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, context_for
 
 KINDS = ("activation", "invitation", "duplicate", "welcome", "username_taken")
@@ -33,8 +33,8 @@ PAGE_CONTEXT = {
 }
 
 
-def email_request(kind: str) -> EmailRequested:
-    return EmailRequested(
+def email_request(kind: str) -> EmailContent:
+    return EmailContent(
         email_id=uuid.uuid4(),
         tenant_id=uuid.uuid4(),
         kind=kind,
