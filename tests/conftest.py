@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from email import policy
@@ -35,6 +37,23 @@ hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 POSTGRES_URL = os.environ.get("REGISTRAR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("REGISTRAR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
+    """Poll `url` until it answers 200; fail at once if one of `processes` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready")
 
 
 def free_port() -> int:

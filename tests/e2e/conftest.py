@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from service import db
 from service.settings import Settings
-from tests.conftest import Mailbox, drop_database, drop_topology, free_port
+from tests.conftest import Mailbox, drop_database, drop_topology, free_port, wait_ready
 
 REGISTRAR = str(Path(sys.executable).parent / "registrar")
 
@@ -41,22 +40,6 @@ class Service:
 
     def log_text(self) -> str:
         return "".join(path.read_text() for path in self.logs)
-
-
-def _wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready")
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +105,8 @@ def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Itera
             )
         )
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
-        _wait_ready(f"http://127.0.0.1:{metrics_port}/healthz", processes)
+        wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
+        wait_ready(f"http://127.0.0.1:{metrics_port}/healthz", processes)
         yield Service(
             f"http://127.0.0.1:{port}", env, logs, f"http://127.0.0.1:{metrics_port}/metrics"
         )

@@ -25,8 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from tests.conftest import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REQUESTS = 5000
@@ -71,22 +71,6 @@ class Tally:
 
 
 # --- the system under test --------------------------------------------------------------
-
-
-def _wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready")
 
 
 class System:
@@ -163,8 +147,8 @@ class System:
                     stderr=subprocess.STDOUT,
                 )
             )
-        _wait_ready(f"{self.base_url}/readyz", self.processes)
-        _wait_ready(f"http://127.0.0.1:{self.metrics_port}/healthz", self.processes)
+        wait_ready(f"{self.base_url}/readyz", self.processes)
+        wait_ready(f"http://127.0.0.1:{self.metrics_port}/healthz", self.processes)
 
     def stop(self) -> list[int | None]:
         from tests.conftest import drop_database, drop_topology
