@@ -18,6 +18,7 @@ from service.sealing import derive_secret, private_keys
 from service.settings import Settings
 from service.supervisor import Supervisor
 from workers import activation, invitation, mailer, outbox, registration
+from workers.passwords import HashPool
 from workers.runner import Consumer, RetryPolicy
 from workers.smtp import SmtpConfig, SmtpPool
 
@@ -70,12 +71,14 @@ class Keys:
         )
 
 
-def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) -> dict:
+def registration_handlers(
+    settings: Settings, pool: asyncpg.Pool, keys: Keys, hashes: HashPool
+) -> dict:
     return {
         "register.requested": partial(
             registration.register_user,
             pool=pool,
-            hasher=password_hasher(settings),
+            hasher=hashes,
             private_key=keys.private_key,
             token_key=keys.activation,
             token_ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
@@ -91,7 +94,9 @@ def registration_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) ->
     }
 
 
-def invitation_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) -> dict:
+def invitation_handlers(
+    settings: Settings, pool: asyncpg.Pool, keys: Keys, hashes: HashPool
+) -> dict:
     return {
         "invite.requested": partial(
             invitation.invite_user,
@@ -102,7 +107,7 @@ def invitation_handlers(settings: Settings, pool: asyncpg.Pool, keys: Keys) -> d
         "invitation.accept.requested": partial(
             invitation.accept_invitation,
             pool=pool,
-            hasher=password_hasher(settings),
+            hasher=hashes,
             private_key=keys.private_key,
         ),
     }
@@ -157,8 +162,12 @@ async def run_workers(
             smtp = SmtpPool(SmtpConfig.from_url(settings.smtp_url), size=settings.smtp_pool_size)
             stack.push_async_callback(smtp.close)
 
+        hashes = HashPool(
+            password_hasher(settings), threads=settings.hash_threads, nice=settings.hash_nice
+        )
+        stack.callback(hashes.close)  # after the consumers have drained (LIFO)
         for consumer in consumers_for(
-            settings, names, consume_channel, publisher, pool, keys, smtp
+            settings, names, consume_channel, publisher, pool, keys, smtp, hashes
         ):
             await consumer.start()
             stack.push_async_callback(consumer.stop)  # drains in-flight handlers
@@ -186,12 +195,13 @@ def consumers_for(
     pool: asyncpg.Pool,
     keys: Keys,
     smtp: SmtpPool | None,
+    hashes: HashPool,
 ) -> list[Consumer]:
     """One consumer per worker queue named, with its handlers and retry queues."""
     amqp_names = amqp.Names(settings.amqp_prefix)
     handlers = {
-        "registration": lambda: registration_handlers(settings, pool, keys),
-        "invitation": lambda: invitation_handlers(settings, pool, keys),
+        "registration": lambda: registration_handlers(settings, pool, keys, hashes),
+        "invitation": lambda: invitation_handlers(settings, pool, keys, hashes),
         "mailer": lambda: mailer_handlers(settings, pool, keys, smtp),
     }
     dead_letter_hooks = {

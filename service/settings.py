@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
@@ -67,6 +68,10 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    # Threads that hash passwords in a worker process (default: the number of cores), and
+    # their niceness (0-19; `registrar run` uses 10 so the gateway stays ahead of them).
+    hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    hash_nice: int = Field(default=0, ge=0, le=19)
 
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)

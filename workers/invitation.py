@@ -8,7 +8,6 @@ import logging
 import uuid
 
 import asyncpg
-from argon2 import PasswordHasher
 
 from schemas.events import (
     CloudEvent,
@@ -25,7 +24,7 @@ from service.outcomes import announce
 from service.sealing import UnsealError, unseal
 from workers.dedup import first_delivery
 from workers.emails import request_email
-from workers.passwords import hash_password
+from workers.passwords import Hasher, hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "invitation"
@@ -143,7 +142,7 @@ async def accept_invitation(
     data: InvitationAcceptRequested,
     *,
     pool: asyncpg.Pool,
-    hasher: PasswordHasher,
+    hasher: Hasher,
     private_key: str,
 ) -> None:
     """Create the approved user from a pending invitation, once."""

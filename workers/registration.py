@@ -8,7 +8,6 @@ import logging
 import uuid
 
 import asyncpg
-from argon2 import PasswordHasher
 
 from schemas.events import (
     CloudEvent,
@@ -22,7 +21,7 @@ from service.sealing import UnsealError, unseal
 from workers.activation import issue_activation_token
 from workers.dedup import first_delivery
 from workers.emails import request_email
-from workers.passwords import hash_password
+from workers.passwords import Hasher, hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
@@ -123,7 +122,7 @@ async def register_user(
     data: RegisterRequested,
     *,
     pool: asyncpg.Pool,
-    hasher: PasswordHasher,
+    hasher: Hasher,
     private_key: str,
     token_key: bytes,
     token_ttl: dt.timedelta,
