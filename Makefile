@@ -10,11 +10,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench clean messages asyncapi faults fuzz
+.PHONY: help venv services test run lint fmt bench bench-parts clean messages asyncapi faults fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
 	@echo "variables: PYTEST_ARGS='...' (passed to pytest), PYTHON=$(PYTHON)"
 
@@ -45,12 +45,12 @@ fmt: venv ## ruff format + ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: venv services ## run every bench/*.py
-	@set -e; found=0; for f in bench/[!_]*.py; do \
-		[ -e "$$f" ] || continue; found=1; \
-		echo "== $$f"; $(BIN)/python "$$f"; \
-	done; \
-	if [ $$found -eq 0 ]; then echo "no bench/*.py scripts found"; fi
+bench: venv services ## every figure of SPEC §8 in one run (bench/run.py): name=value lines last
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-parts: venv services ## the older comparative benchmarks (bench/*_*.py), one after another
+	@set -e; for f in bench/outbox_publish.py bench/registration_throughput.py \
+		bench/mail_throughput.py; do echo "== $$f"; $(BIN)/python "$$f"; done
 
 clean: ## remove .venv, var/ and caches
 	rm -rf $(VENV) var .pytest_cache .ruff_cache build dist *.egg-info
