@@ -130,9 +130,6 @@ def _dev_keys(settings: Settings) -> Settings:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     settings = _dev_keys(settings)
-    # Gateway and workers share this machine's cores: hashing at a lower priority keeps
-    # the gateway answering while a burst of registrations is hashed.
-    settings = settings.model_copy(update={"hash_nice": max(settings.hash_nice, 10)})
     mailbox = None
     mail_dir = Path(settings.var_dir) / "mail"
     if not settings.smtp_url:

@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
     # Threads that hash passwords in a worker process (default: the number of cores), and
-    # their niceness (0-19; `registrar run` uses 10 so the gateway stays ahead of them).
+    # their niceness (0-19): hashing yields the CPU to a gateway sharing the machine, and
+    # costs nothing where the workers have it to themselves.
     hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    hash_nice: int = Field(default=0, ge=0, le=19)
+    hash_nice: int = Field(default=10, ge=0, le=19)
 
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)

@@ -2,9 +2,9 @@
 
 argon2id is deliberately slow (tens of ms of a core each). The hashes run on a fixed
 number of threads (`REGISTRAR_HASH_THREADS`, default: the number of cores) so that a
-queue of registrations never takes more cores than that, and optionally at a lower OS
-priority (`REGISTRAR_HASH_NICE`; `registrar run` uses 10) so that a gateway on the same
-machine keeps answering while the workers hash. argon2-cffi releases the GIL while it
+queue of registrations never takes more cores than that, and at a lower OS priority
+(`REGISTRAR_HASH_NICE`, default 10) so that a gateway on the same machine keeps answering
+while the workers hash. argon2-cffi releases the GIL while it
 hashes, so the threads really run in parallel.
 """
 

@@ -44,3 +44,9 @@ def test_the_default_is_one_thread_per_core() -> None:
     from service.settings import Settings
 
     assert Settings().hash_threads == (os.cpu_count() or 1)
+
+
+def test_hashing_yields_to_the_gateway_by_default() -> None:
+    from service.settings import Settings
+
+    assert Settings().hash_nice == 10
