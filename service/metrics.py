@@ -64,6 +64,15 @@ async def metrics_view(_request: web.Request) -> web.Response:
     return response
 
 
+def readiness_response(checks: dict[str, str]) -> web.Response:
+    """/readyz: each check "ok" or why not; 200 only when every one is ok."""
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
 async def serve_metrics(
     host: str, port: int, *, readiness: Callable[[], dict[str, str]] | None = None
 ) -> web.AppRunner:
@@ -74,12 +83,7 @@ async def serve_metrics(
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        checks = readiness() if readiness else {}
-        ready = all(value == "ok" for value in checks.values())
-        return web.json_response(
-            {"status": "ready" if ready else "unavailable", "checks": checks},
-            status=200 if ready else 503,
-        )
+        return readiness_response(readiness() if readiness else {})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)

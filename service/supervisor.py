@@ -21,6 +21,7 @@ from aiormq.exceptions import AMQPConnectionError as AiormqConnectionError
 from aiormq.exceptions import ChannelInvalidStateError as AiormqChannelInvalidState
 
 from service import metrics
+from service.amqp import BrokerUnavailable
 from service.errors import RetryableError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ BACKOFF_BASE_S = 0.5
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     RetryableError,
+    BrokerUnavailable,  # no confirm: the broker is down, slow or full
     # asyncpg: lost or refused connections, a server shutting down or starting up, a
     # statement cancelled by our own timeout, a transaction the server rolled back.
     asyncpg.PostgresConnectionError,
@@ -55,9 +57,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a later attempt can overcome (a dependency was away)."""
-    from service.amqp import BrokerUnavailable  # service.amqp imports metrics, not us
-
-    return isinstance(exc, (*TRANSIENT, BrokerUnavailable))
+    return isinstance(exc, TRANSIENT)
 
 
 def backoff_delay(attempt: int, *, cap: float, base: float = BACKOFF_BASE_S) -> float:
@@ -160,10 +160,7 @@ class Supervisor:
 
     async def cancel(self, task: asyncio.Task[None], *, grace_s: float | None = None) -> None:
         """Give a task `grace_s` to notice `stop` and finish, then cancel it."""
-        if not task.done():
-            await asyncio.wait({task}, timeout=self.grace_s if grace_s is None else grace_s)
-        if not task.done():
-            task.cancel()
+        await _finish(task, self.grace_s if grace_s is None else grace_s)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -236,18 +233,26 @@ async def _until_stopped(
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            await asyncio.wait({work}, timeout=grace_s)
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+        if await _finish(work, grace_s):
             return
         work.result()  # raises what run() raised
     finally:
         stopped.cancel()
         if not work.done():
             work.cancel()
+
+
+async def _finish(task: asyncio.Future[None], grace_s: float) -> bool:
+    """Wait up to `grace_s` for `task` to end by itself, else cancel it and wait for the
+    cancellation; True if it had to be cancelled."""
+    if not task.done():
+        await asyncio.wait({task}, timeout=grace_s)
+    if task.done():
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return True
 
 
 async def retry_transient(

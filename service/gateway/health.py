@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import captcha
+from service import captcha, metrics
 from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit, tenant_from_path
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, SUPERVISOR
 
@@ -25,11 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["postgres"] = type(exc).__name__
     checks["rabbitmq"] = "ok" if request.app[PUBLISHER].is_connected else "disconnected"
     checks.update(request.app[SUPERVISOR].health.report())
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )
+    return metrics.readiness_response(checks)
 
 
 async def captcha_challenge(request: web.Request) -> web.Response:

@@ -21,7 +21,3 @@ def fingerprint(tenant: Tenant, body: dict[str, object]) -> bytes:
     kept = {key: value for key, value in body.items() if key not in SECRET_FIELDS}
     canonical = json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(tenant.secret, canonical, hashlib.sha256).digest()
-
-
-def same_body(stored: bytes, presented: bytes) -> bool:
-    return hmac.compare_digest(stored, presented)
