@@ -78,14 +78,23 @@ async def serve_gateway(
         supervisor.raise_if_failed()
 
 
-def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None  # asyncio's own
+
+
+def _run(settings: Settings, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def wrapper() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         await main(stop)
 
     try:
-        asyncio.run(wrapper())
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(wrapper())
     except TaskCrashed as exc:
         sys.exit(f"registrar: {exc}")  # exit status 1; the traceback is in the log
 
@@ -98,11 +107,11 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> None:
     if not settings.seal_public_key:
         sys.exit("REGISTRAR_SEAL_PUBLIC_KEY is not set: run `registrar keys generate` first")
-    _run(lambda stop: serve_gateway(settings, args.host, args.port, stop))
+    _run(settings, lambda stop: serve_gateway(settings, args.host, args.port, stop))
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
-    _run(lambda stop: run_workers(settings, args.names, stop))
+    _run(settings, lambda stop: run_workers(settings, args.names, stop))
 
 
 def _dev_keys(settings: Settings) -> Settings:
@@ -180,7 +189,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         supervisor.raise_if_failed()
 
     try:
-        _run(main)
+        _run(settings, main)
     finally:
         if mailbox is not None:
             mailbox.stop()

@@ -13,6 +13,7 @@ from service.errors import CaptchaFailed
 from service.tenants import Tenant
 
 VALIDITY = dt.timedelta(minutes=10)
+ALREADY_USED = "this captcha solution was already used"
 
 
 def new_challenge(tenant: Tenant, *, max_number: int) -> dict[str, object]:
@@ -31,14 +32,10 @@ def new_challenge(tenant: Tenant, *, max_number: int) -> dict[str, object]:
     }
 
 
-async def consume_solution(
-    conn: asyncpg.Connection, tenant: Tenant, *, identifier: str, response: str
-) -> None:
-    """Verify an ALTCHA payload for `identifier` and mark it used (raises CaptchaFailed).
-
-    Run it in the transaction that records the request, so a refused request frees the
-    solution again.
-    """
+def verify_solution(tenant: Tenant, *, identifier: str, response: str) -> None:
+    """Check an ALTCHA payload for `identifier` (raises CaptchaFailed). Whether it was
+    used before is decided where it is recorded as used (`consume_solution`, or with its
+    request by service.intake)."""
     try:
         payload = altcha.PayloadV1.from_base64(response)
         ok, error = altcha.verify_solution_v1(payload, tenant.secret, check_expires=True)
@@ -48,6 +45,17 @@ async def consume_solution(
         raise CaptchaFailed(error or "the captcha solution is wrong")
     if payload.challenge != identifier:
         raise CaptchaFailed("challengeIdentifier does not match the solved challenge")
+
+
+async def consume_solution(
+    conn: asyncpg.Connection, tenant: Tenant, *, identifier: str, response: str
+) -> None:
+    """Verify an ALTCHA payload for `identifier` and mark it used (raises CaptchaFailed).
+
+    Run it in the transaction that records what the captcha guards, so a refused request
+    frees the solution again.
+    """
+    verify_solution(tenant, identifier=identifier, response=response)
     used = await conn.fetchval(
         """
         INSERT INTO captcha_solutions (challenge, tenant_id, expires_at)
@@ -60,7 +68,7 @@ async def consume_solution(
         VALIDITY,
     )
     if used is None:
-        raise CaptchaFailed("this captcha solution was already used")
+        raise CaptchaFailed(ALREADY_USED)
     await conn.execute("DELETE FROM captcha_solutions WHERE expires_at < now()")
 
 

@@ -22,6 +22,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection returns to the pool.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release: one more round trip per acquire. Pool connections never
+    hold session state (LISTEN and the migration lock use connections of their own, and
+    nothing SETs a session variable), and an open transaction is still rolled back by
+    asyncpg before this runs.
+    """
+
+
 async def create_pool(
     database_url: str,
     *,
@@ -41,6 +52,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1,
         server_settings={"statement_timeout": str(round(statement_timeout * 1000))},

@@ -37,6 +37,11 @@ HASH_SECONDS = Histogram(
     "argon2id hashing time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
 )
+INTAKE_BATCH = Histogram(
+    "registrar_intake_batch_size",
+    "Registration requests recorded per database statement by the gateway",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
 EMAILS_SENT = Counter("registrar_emails_sent_total", "Emails accepted by SMTP", ["kind"])
 EMAILS_FAILED = Counter("registrar_emails_failed_total", "Emails given up on", ["kind"])
 EMAIL_LEASE_TAKEOVERS = Counter(

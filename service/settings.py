@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=5, ge=1)
     # How long a mailer's claim on an email lasts; after that another copy may take it over.
     email_lease_s: float = Field(default=120.0, gt=0)
+    # The event loop of the long-running processes: uvloop (libuv) spends markedly less CPU
+    # per socket operation than asyncio's default loop (bench/RESULTS.md).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Supervised tasks that hit a transient error restart after a capped, jittered backoff.
     restart_backoff_max_s: float = Field(default=30.0, gt=0)
 

@@ -3,9 +3,11 @@
 The gateway's view parses and shapes the answer; this module does the steps in between,
 in the order that makes every failure safe:
 
-1. one transaction: consume the captcha solution, insert the pending request and keep
-   its command in the outbox (service.commands) for the relay, after a grace period;
-2. publish the command and wait for the broker's confirm;
+1. record, atomically, the captcha solution as used, the pending request, and its
+   command in the outbox (service.commands) for the relay after a grace period — in one
+   statement shared with the requests that arrive meanwhile (service.intake);
+2. publish the command and wait for the broker's confirm; the command is then marked
+   published with a later statement, so the relay leaves it alone;
 3. if the broker refuses: undo step 1 (the client gets a 503 and may simply retry).
 
 A retry with the same Idempotency-Key finds the request of step 1 and publishes its
@@ -24,7 +26,8 @@ from schemas.events import CloudEvent, InviteRequested, RegisterRequested, envel
 from schemas.http import RegisterRequest
 from service import captcha, commands, registrations
 from service.amqp import BrokerUnavailable, Publisher
-from service.errors import IdempotencyKeyReused
+from service.errors import CaptchaFailed, IdempotencyKeyReused
+from service.intake import Intake, PendingRequest
 from service.sealing import seal
 from service.tenants import Tenant
 
@@ -41,6 +44,11 @@ class Submission:
     fingerprint: bytes
     idempotency_key: str | None
     locale: str
+
+    @property
+    def challenge(self) -> str | None:
+        """The captcha solution this request uses up, if its tenant asks for one."""
+        return self.form.challenge_identifier if self.tenant.captcha == "pow" else None
 
 
 def register_command(
@@ -61,71 +69,85 @@ def register_command(
     return envelope(data).model_copy(update={"id": request_id})
 
 
-async def _record(
-    pool: asyncpg.Pool, submission: Submission, command: CloudEvent, *, grace_s: float
-) -> bool:
-    """Step 1; False when a concurrent request with the same Idempotency-Key won."""
-    form, tenant = submission.form, submission.tenant
-    async with pool.acquire() as conn, conn.transaction():
-        if tenant.captcha == "pow":
-            await captcha.consume_solution(
-                conn, tenant, identifier=form.challenge_identifier, response=form.challenge_response
-            )
-        inserted = await registrations.insert_request(
-            conn,
-            request_id=command.id,
-            tenant_id=tenant.id,
-            idempotency_key=submission.idempotency_key,
-            fingerprint=submission.fingerprint,
-            email=form.email,
-            user_name=form.user_name,
-            locale=submission.locale,
-        )
-        if inserted:
-            await commands.record_command(conn, ROUTING_KEY, command, grace_s=grace_s)
-    return inserted
+def _pending(submission: Submission, command: CloudEvent) -> PendingRequest:
+    form = submission.form
+    return PendingRequest(
+        id=command.id,
+        tenant_id=submission.tenant.id,
+        idempotency_key=submission.idempotency_key,
+        fingerprint=submission.fingerprint,
+        email=form.email,
+        user_name=form.user_name,
+        locale=submission.locale,
+        challenge=submission.challenge,
+        routing_key=ROUTING_KEY,
+        command_json=command.model_dump_json(exclude_none=True),
+    )
 
 
 async def _undo(pool: asyncpg.Pool, submission: Submission, request_id: uuid.UUID) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await registrations.delete_pending(conn, request_id)
         await commands.forget_command(conn, request_id)
-        await captcha.release_solution(conn, submission.form.challenge_identifier)
+        if submission.challenge is not None:
+            await captcha.release_solution(conn, submission.challenge)
+
+
+async def _existing(
+    pool: asyncpg.Pool, publisher: Publisher, submission: Submission, *, public_key: str
+) -> uuid.UUID | None:
+    """The id of the request recorded earlier under this Idempotency-Key, or None."""
+    if submission.idempotency_key is None:
+        return None
+    existing = await registrations.find_by_idempotency_key(
+        pool, tenant_id=submission.tenant.id, key=submission.idempotency_key
+    )
+    if existing is None:
+        return None
+    if not hmac.compare_digest(existing.body_fingerprint, submission.fingerprint):
+        raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
+    if existing.status == "pending":
+        # Its command may never have been confirmed: publishing again is safe.
+        command = register_command(submission, existing.id, public_key=public_key)
+        await commands.publish_recorded(pool, publisher, ROUTING_KEY, command)
+    return existing.id
 
 
 async def submit_registration(
     pool: asyncpg.Pool,
+    intake: Intake,
     publisher: Publisher,
     submission: Submission,
     *,
     public_key: str,
-    grace_s: float,
 ) -> uuid.UUID:
     """Record and publish a registration request; returns its id once the broker has
     confirmed (or it was decided already). Raises IdempotencyKeyReused, CaptchaFailed,
     BrokerUnavailable, or a database error (the gateway answers 503 for the last two)."""
-    while True:
-        if submission.idempotency_key is not None:
-            existing = await registrations.find_by_idempotency_key(
-                pool, tenant_id=submission.tenant.id, key=submission.idempotency_key
-            )
-            if existing is not None:
-                if not hmac.compare_digest(existing.body_fingerprint, submission.fingerprint):
-                    raise IdempotencyKeyReused("this Idempotency-Key was used with another body")
-                if existing.status == "pending":
-                    # Its command may never have been confirmed: publishing again is safe.
-                    command = register_command(submission, existing.id, public_key=public_key)
-                    await commands.publish_recorded(pool, publisher, ROUTING_KEY, command)
-                return existing.id
-        command = register_command(submission, uuid.uuid4(), public_key=public_key)
-        if await _record(pool, submission, command, grace_s=grace_s):
-            break
-        # A concurrent retry with the same key inserted first: answer as it does.
+    if submission.challenge is not None:
+        captcha.verify_solution(
+            submission.tenant,
+            identifier=submission.challenge,
+            response=submission.form.challenge_response,
+        )
+    # Most requests are new: record first, and look for an earlier one only when the
+    # Idempotency-Key turns out to be taken (one round trip for a new request).
+    command = register_command(submission, uuid.uuid4(), public_key=public_key)
+    recorded = await intake.record(_pending(submission, command))
+    if not recorded.inserted:
+        existing = await _existing(pool, publisher, submission, public_key=public_key)
+        if existing is not None:
+            return existing
+        if not recorded.solved:
+            raise CaptchaFailed(captcha.ALREADY_USED)
+        # The key's request was undone (the broker refused it) since: record anew.
+        return await submit_registration(pool, intake, publisher, submission, public_key=public_key)
     try:
-        await commands.publish_recorded(pool, publisher, ROUTING_KEY, command)
+        await publisher.publish(ROUTING_KEY, command)
     except BrokerUnavailable:
         await _undo(pool, submission, command.id)
         raise
+    intake.confirmed(command.id)
     return command.id
 
 

@@ -3,34 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import amqp, metrics, outcomes, startup
+from service import amqp, captcha, metrics, outcomes, startup
 from service.gateway import accept, activation, health, invite, openapi, register
 from service.gateway.keys import (
+    INTAKE,
     LIMITER,
     POOL,
     PUBLISHER,
     SETTINGS,
     SUPERVISOR,
     TENANT_LIMITER,
+    TENANTS,
     WAITER,
 )
 from service.gateway.middleware import problem_middleware
+from service.intake import Intake
 from service.listen import Listener
 from service.outcomes import OutcomeWaiter
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.supervisor import Supervisor
+from service.tenant_cache import CHANNEL as TENANTS_CHANNEL
+from service.tenant_cache import TenantCache
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    app[POOL] = await startup.open_pool(settings)
+    """The pool, and the intake that records registrations through it in batches."""
+    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
+    app[POOL] = pool = await startup.open_pool(settings)
+    app[INTAKE] = intake = Intake(
+        pool, grace_s=settings.command_grace_s, captcha_validity=captcha.VALIDITY
+    )
+    task = supervisor.start("intake", intake.run, grace_s=0)
     yield
-    await app[POOL].close()
+    await supervisor.cancel(task, grace_s=0)
+    with contextlib.suppress(Exception):  # best effort: the relay covers what is left
+        await intake.flush()
+    await pool.close()
 
 
 async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
@@ -45,6 +59,23 @@ async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
     )
     task = supervisor.start("outcome-listener", listener.run, grace_s=0)
     supervisor.health.probe("outcome-listener", listener.status)
+    yield
+    await supervisor.cancel(task, grace_s=0)
+
+
+async def _tenant_cache(app: web.Application) -> AsyncIterator[None]:
+    """Tenants and tokens cached, forgotten whenever either table changes (LISTEN)."""
+    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
+    listener: Listener | None = None
+    app[TENANTS] = cache = TenantCache(app[POOL], trusted=lambda: listener.alive)
+    listener = Listener(
+        settings.database_url,
+        TENANTS_CHANNEL,
+        cache.invalidate,
+        connect_timeout=settings.db_connect_timeout_s,
+    )
+    task = supervisor.start("tenant-listener", listener.run, grace_s=0)
+    supervisor.health.probe("tenant-listener", listener.status)
     yield
     await supervisor.cancel(task, grace_s=0)
 
@@ -80,7 +111,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
         burst=settings.tenant_rate_limit_burst,
         max_keys=settings.rate_limit_max_keys,
     )
-    app.cleanup_ctx.extend([_postgres, _outcome_listener, _rabbitmq])
+    app.cleanup_ctx.extend([_postgres, _tenant_cache, _outcome_listener, _rabbitmq])
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     if not settings.metrics_port:  # else served on its own port (cli.serve)

@@ -6,9 +6,8 @@ import uuid
 
 from aiohttp import web
 
-from service import tenants
 from service.errors import Forbidden, RateLimited, Unauthorized
-from service.gateway.keys import LIMITER, POOL, SETTINGS, TENANT_LIMITER
+from service.gateway.keys import LIMITER, SETTINGS, TENANT_LIMITER, TENANTS
 from service.ratelimit import client_address
 from service.tenants import AccessToken, Tenant
 
@@ -44,7 +43,7 @@ def enforce_tenant_rate_limit(request: web.Request, tenant_id: uuid.UUID) -> Non
 
 async def tenant_from_path(request: web.Request) -> Tenant:
     """The tenant owning the `{apiKey}` path segment, or 401."""
-    tenant = await tenants.find_by_api_key(request.app[POOL], request.match_info["apiKey"])
+    tenant = await request.app[TENANTS].tenant(request.match_info["apiKey"])
     if tenant is None:
         raise Unauthorized("unknown or revoked API key")
     return tenant
@@ -55,7 +54,7 @@ async def bearer_token(request: web.Request, *, scope: str) -> AccessToken:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise Unauthorized("a bearer token is required", headers=BEARER_CHALLENGE)
-    token = await tenants.find_access_token(request.app[POOL], credentials.strip())
+    token = await request.app[TENANTS].access_token(credentials.strip())
     if token is None:
         raise Unauthorized("unknown or revoked token", headers=BEARER_CHALLENGE)
     if scope not in token.scopes:

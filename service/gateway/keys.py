@@ -6,13 +6,17 @@ import asyncpg
 from aiohttp import web
 
 from service.amqp import Publisher
+from service.intake import Intake
 from service.outcomes import OutcomeWaiter
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.supervisor import Supervisor
+from service.tenant_cache import TenantCache
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+TENANTS = web.AppKey("tenants", TenantCache)  # tenant and token lookups, cached
+INTAKE = web.AppKey("intake", Intake)  # batches registration records (service.intake)
 PUBLISHER = web.AppKey("publisher", Publisher)
 WAITER = web.AppKey("waiter", OutcomeWaiter)
 LIMITER = web.AppKey("limiter", RateLimiter)  # per client address

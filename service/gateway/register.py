@@ -21,7 +21,7 @@ from service.errors import (
 from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit, tenant_from_path
 from service.gateway.body import model_response, read_json_object, validate
 from service.gateway.idempotency import fingerprint
-from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
+from service.gateway.keys import INTAKE, POOL, PUBLISHER, SETTINGS, WAITER
 from service.gateway.prefer import parse_prefer
 from service.locales import best_locale
 from service.registrations import RequestRecord
@@ -136,10 +136,10 @@ async def register(request: web.Request) -> web.Response:
     )
     request_id = await submit_registration(
         request.app[POOL],
+        request.app[INTAKE],
         request.app[PUBLISHER],
         submission,
         public_key=settings.seal_public_key or "",
-        grace_s=settings.command_grace_s,
     )
     if preference.respond_async:
         return pending_response(request, request_id, **{"Preference-Applied": "respond-async"})

@@ -167,6 +167,8 @@ async def test_readyz_reports_both_dependencies_and_the_listener(settings):
             "postgres": "ok",
             "rabbitmq": "ok",
             "outcome-listener": "ok",
+            "intake": "ok",
+            "tenant-listener": "ok",
         }
     finally:
         await client.close()
