@@ -215,8 +215,13 @@ class Publisher:
     def is_connected(self) -> bool:
         return not self._channel.is_closed
 
-    async def publish(self, routing_key: str, event: CloudEvent) -> None:
+    async def publish(
+        self, routing_key: str, event: CloudEvent, *, body: bytes | None = None
+    ) -> None:
         """Publish persistently and wait for the broker's confirm (or raise BrokerUnavailable).
+
+        `body` is the event already serialized (`model_dump_json(exclude_none=True)`), when
+        the caller has it: the gateway serializes a command once, for the outbox and here.
 
         The routing key decides the exchange (schemas.events.is_command): a command goes to
         `{prefix}.commands` mandatory, so a command no queue of ours receives is an error
@@ -226,7 +231,7 @@ class Publisher:
         command = is_command(routing_key)
         exchange = self._commands if command else self._events
         message = aio_pika.Message(
-            body=event.model_dump_json(exclude_none=True).encode(),
+            body=body if body is not None else event.model_dump_json(exclude_none=True).encode(),
             content_type=CONTENT_TYPE,
             message_id=str(event.id),
             type=event.type,

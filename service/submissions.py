@@ -133,7 +133,8 @@ async def submit_registration(
     # Most requests are new: record first, and look for an earlier one only when the
     # Idempotency-Key turns out to be taken (one round trip for a new request).
     command = register_command(submission, uuid.uuid4(), public_key=public_key)
-    recorded = await intake.record(_pending(submission, command))
+    pending = _pending(submission, command)
+    recorded = await intake.record(pending)
     if not recorded.inserted:
         existing = await _existing(pool, publisher, submission, public_key=public_key)
         if existing is not None:
@@ -143,7 +144,7 @@ async def submit_registration(
         # The key's request was undone (the broker refused it) since: record anew.
         return await submit_registration(pool, intake, publisher, submission, public_key=public_key)
     try:
-        await publisher.publish(ROUTING_KEY, command)
+        await publisher.publish(ROUTING_KEY, command, body=pending.command_json.encode())
     except BrokerUnavailable:
         await _undo(pool, submission, command.id)
         raise
