@@ -35,21 +35,31 @@ def pids_of(command: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds spent by named groups of processes between start() and stop()."""
+    """CPU seconds spent by named groups of processes between start() and stop().
+
+    Only processes alive at both ends count: one that started or ended in between
+    (another client's PostgreSQL backend, say) would otherwise add its whole life.
+    """
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
-        self._before: dict[str, float] = {}
+        self._before: dict[int, float] = {}
         self.spent: dict[str, float] = {}
 
-    def _sample(self) -> dict[str, float]:
-        return {name: sum(map(cpu_seconds, pids)) for name, pids in self.groups.items()}
+    def _sample(self) -> dict[int, float]:
+        pids = {pid for group in self.groups.values() for pid in group}
+        return {pid: cpu_seconds(pid) for pid in pids}
 
     def start(self) -> None:
-        # postgres backends come and go: count the ones alive now and at the end.
         self._before = self._sample()
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
-        self.spent = {name: after[name] - self._before.get(name, 0.0) for name in after}
+
+        def delta(pid: int) -> float:
+            if after.get(pid, 0.0) == 0.0 or pid not in self._before:
+                return 0.0
+            return after[pid] - self._before[pid]
+
+        self.spent = {name: sum(map(delta, pids)) for name, pids in self.groups.items()}
         return self.spent

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +71,20 @@ async def intake_statements(url: str) -> tuple[float, float]:
     return value("registrar_intake_batch_size_count"), value("registrar_intake_batch_size_sum")
 
 
+async def postgres_pids(env: Environment) -> list[int]:
+    """The backends serving this run's database, and the server's own processes (WAL
+    writer, checkpointer, ...), not other clients' backends on a shared server."""
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND (datname = current_database() OR backend_type <> 'client backend')"
+        )
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
 async def measure(seconds: float, profile: str | None) -> dict[str, float]:
     async with Environment(Options(process_env=LIMITS)) as env:
         service = Service(env.env, env.root / "door", workers=0)
@@ -82,7 +97,7 @@ async def measure(seconds: float, profile: str | None) -> dict[str, float]:
             meter = CpuMeter(
                 {
                     "gateway": [service.gateway.popen.pid],
-                    "postgres": pids_of("postgres"),
+                    "postgres": await postgres_pids(env),
                     "rabbitmq": pids_of("beam.smp"),
                     "loadgen": [os.getpid()],
                 }
@@ -101,7 +116,8 @@ async def measure(seconds: float, profile: str | None) -> dict[str, float]:
         finally:
             service.stop()
         env.remove_logs()
-    figures = {"door_rps": accepted / elapsed, "requests_per_statement": recorded / statements}
+    per_statement = recorded / statements if statements else float("nan")  # nan: no intake
+    figures = {"door_rps": accepted / elapsed, "requests_per_statement": per_statement}
     for name, cpu in spent.items():
         figures[f"{name}_ms_per_request"] = 1000 * cpu / max(accepted, 1)
     figures["total_ms_per_request"] = sum(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from service import metrics
+from service.errors import RetryableError
 from service.supervisor import is_transient
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,14 @@ class Intake:
         self._unmarked: list[uuid.UUID] = []
         self._wake = asyncio.Event()
         self._mark_delay = MARK_DELAY_S
+        self._stopped = False
         self.batches = 0  # statements run, for tests and metrics
 
     async def record(self, request: PendingRequest) -> Recorded:
-        """Record one request with the next batch; raises what the statement raised."""
+        """Record one request with the next batch; raises what the statement raised, or
+        RetryableError (503) once the intake has stopped."""
+        if self._stopped:
+            raise RetryableError("the gateway is stopping")
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Entry(request, future))
         self._wake.set()
@@ -150,7 +155,17 @@ class Intake:
         self._wake.set()
 
     async def run(self) -> None:
-        """Run statements until cancelled; a failed one fails its batch, not this loop."""
+        """Run statements until cancelled; a failed one fails its batch, not this loop.
+        Requests still queued when it ends get a RetryableError instead of waiting."""
+        self._stopped = False  # (again, if the supervisor restarts it)
+        try:
+            await self._loop()
+        finally:
+            self._stopped = True
+            queued, self._queue = self._queue, []
+            _fail(queued, RetryableError("the gateway is stopping"))
+
+    async def _loop(self) -> None:
         while True:
             if not self._queue:
                 self._wake.clear()
@@ -196,7 +211,7 @@ class Intake:
             )
         except asyncio.CancelledError:
             self._unmarked[:0] = marked
-            _fail(batch, asyncio.CancelledError())
+            _fail(batch, RetryableError("the gateway is stopping"))
             raise
         except Exception as exc:
             self._unmarked[:0] = marked

@@ -11,8 +11,10 @@ import datetime as dt
 import uuid
 
 import asyncpg
+import pytest
 
 from service import captcha, tenants
+from service.errors import RetryableError
 from service.gateway.keys import INTAKE, TENANTS
 from service.intake import Intake, PendingRequest
 from tests.conftest import solve_pow
@@ -214,3 +216,17 @@ async def test_while_the_invalidations_cannot_arrive_the_cache_is_not_used(setti
         assert await refused_soon(client, api_key)
     finally:
         await client.close()
+
+
+async def test_requests_queued_when_the_intake_stops_get_a_retryable_error(pool):
+    tenant, _ = await tenants.create_tenant(pool, name="stop", activation_url_prefixes=PREFIXES)
+    intake = Intake(pool, grace_s=30, captcha_validity=dt.timedelta(minutes=10))
+    runner = asyncio.create_task(intake.run())
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(intake.record(pending(tenant.id, f"q{n}"))) for n in range(3)]
+    await asyncio.sleep(0)  # they are queued
+    runner.cancel()  # before it took them: they must not wait forever
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert [type(r) for r in results] == [RetryableError] * 3
+    with pytest.raises(RetryableError):
+        await intake.record(pending(tenant.id, "late"))
