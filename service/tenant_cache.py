@@ -2,7 +2,7 @@
 
 Every request names its tenant by API key (or bearer token), and reading the tenant row
 was one database round trip per request. Keys change rarely; when they do, a trigger
-announces it on CHANNEL (migration 0008) and every gateway forgets all it cached. The
+announces it on CHANNEL (migration 0009) and every gateway forgets all it cached. The
 cache is trusted only while that announcement can arrive: while the LISTEN connection is
 down, every lookup goes to the database, and the cache starts empty when it reconnects
 (service.listen calls `invalidate` then). So a rotated or revoked key stops working as
