@@ -524,6 +524,27 @@ async def test_relay_publishes_past_a_poison_row_without_waiting_for_its_poll(
     assert task.exception() is None
 
 
+async def test_only_rows_due_now_notify(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A row left for later (the gateway's safety-net copy of a command) wakes no relay:
+    of a later row and a due one, committed in that order, only the due one notifies."""
+    heard: list[str] = []
+    conn = await asyncpg.connect(settings.database_url)
+    later = due = None
+    try:
+        await conn.add_listener(outbox.CHANNEL, lambda *args: heard.append(args[-1]))
+        later = await add_row(pool, "user.activated", delay_s=30.0)
+        due = await add_row(pool, "user.activated")
+        deadline = time.monotonic() + 5
+        while not heard and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        # Notifications arrive in commit order: the later row's would have come first.
+        await conn.fetchval("SELECT 1")
+        assert heard == [""]
+    finally:
+        await conn.close()
+        await delete_rows(pool, {e for e in (later, due) if e is not None})
+
+
 async def test_relay_polls_for_rows_that_become_due(
     pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
