@@ -211,7 +211,9 @@ async def push(
 # --- py-spy --------------------------------------------------------------------------------
 
 
-def start_profilers(directory: Path, pids: dict[str, int], seconds: float) -> list:
+def start_profilers(
+    directory: Path, pids: dict[str, int], seconds: float, *, gil: bool = False
+) -> list:
     directory.mkdir(parents=True, exist_ok=True)
     procs = []
     for name, pid in pids.items():
@@ -219,7 +221,7 @@ def start_profilers(directory: Path, pids: dict[str, int], seconds: float) -> li
         argv = [
             str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds)),
             "--rate", "200", "--format", "raw", "--threads", "-o", str(out),
-        ]  # fmt: skip
+        ] + (["--gil"] if gil else [])  # fmt: skip
         procs.append(
             (name, out, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         )
@@ -412,6 +414,7 @@ async def main(args) -> int:
                     args.profile,
                     {"worker": worker_pid, "gateway": service.gateway.popen.pid},
                     seconds,
+                    gil=args.gil,
                 )
             progress(f"measuring: {args.n} registrations, {args.clients} closed-loop clients")
             build = bench.builder(api_key, f"c{uuid.uuid4().hex[:6]}.")
@@ -514,6 +517,9 @@ def parse_args(argv=None):
     parser.add_argument("--bare", type=int, default=50, help="bare argon2id hashes timed")
     parser.add_argument("--log-level", default="INFO", help="of the registrar processes")
     parser.add_argument("--profile", type=Path, help="py-spy the worker and gateway into DIR")
+    parser.add_argument(
+        "--gil", action="store_true", help="--profile: sample only the thread holding the GIL"
+    )
     parser.add_argument("--expected-rps", type=float, default=45.0, help="sizes --profile")
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--explain-out", type=Path)
