@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import os
 import resource
 import subprocess
@@ -65,6 +66,7 @@ from tests.faults.common import POSTGRES_URL  # noqa: E402
 from tests.faults.harness import Environment, Options  # noqa: E402
 from tests.faults.processes import Service  # noqa: E402
 from tests.faults.traffic import PASSWORD  # noqa: E402
+from workers import mailer, registration  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -267,7 +269,8 @@ def summarise_profile(path: Path, top: int = 25) -> str:
 
 async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple]]:
     """(title, SQL, arguments) of every statement a registration makes the workers run,
-    with arguments taken from the run's last registration (or fresh values for inserts)."""
+    as the workers' modules spell them, with arguments from the run's last registration
+    (fresh ids for inserts)."""
     request = await conn.fetchrow(
         "SELECT r.id, r.tenant_id, r.user_id, u.email FROM registration_requests r "
         "JOIN users u ON u.id = r.user_id ORDER BY r.decided_at DESC LIMIT 1"
@@ -275,59 +278,52 @@ async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple
     email = await conn.fetchrow("SELECT id, tenant_id FROM emails ORDER BY created_at DESC LIMIT 1")
     rid, tid, uid = request["id"], request["tenant_id"], request["user_id"]
     fresh = uuid.uuid4()
+    outbox_ids = [
+        r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id DESC LIMIT 3")
+    ]
+    body = {"data": {"attempts": 0}}
     return [
         (
-            "registration: status before hashing",
+            "registration: status before hashing (pool.fetchval)",
             "SELECT status FROM registration_requests WHERE id = $1",
             (rid,),
         ),
         (
-            "registration/activation/mailer: processed message",
-            "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) "
-            "ON CONFLICT DO NOTHING RETURNING true",
-            ("registration", fresh),
+            "registration: FIRST_AND_LOCK (processed message + request row lock)",
+            registration.FIRST_AND_LOCK,
+            ("registration", fresh, rid),
         ),
         (
-            "registration: lock the request",
-            "SELECT status FROM registration_requests WHERE id = $1 FOR UPDATE",
-            (rid,),
+            "registration: INSERT_USER (user + default role, ON CONFLICT DO NOTHING)",
+            registration.INSERT_USER,
+            (fresh, tid, f"explain-{fresh}", f"explain-{fresh}@example.com", "x", "en"),
         ),
         (
-            "registration: the user",
-            "INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source) "
-            "VALUES ($1, $2, $3, $4, 'x', 'en', 'self') RETURNING id, created_at",
-            (fresh, tid, f"explain-{fresh}", f"explain-{fresh}@example.com"),
-        ),
-        (
-            "registration: default role",
-            "INSERT INTO user_roles (user_id, role_id) "
-            "SELECT $1, id FROM roles WHERE tenant_id = $2 AND lower(name) = 'user' "
-            "RETURNING role_id",
-            (uid, tid),
-        ),
-        (
-            "registration: decide the request",
-            "UPDATE registration_requests SET status = 'registered', user_id = $2, "
-            "decided_at = now() WHERE id = $1",
-            (rid, uid),
-        ),
-        (
-            "outbox: add an event (fires the NOTIFY trigger)",
-            "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, 'user.registered', "
-            "'{}'::jsonb)",
-            (fresh,),
-        ),
-        (
-            "registration: activation token",
-            "INSERT INTO activation_tokens (id, user_id, token_hash, expires_at, activation_url) "
-            "VALUES ($1, $2, 'x', now() + interval '48 hours', 'https://x')",
-            (fresh, uid),
-        ),
-        (
-            "registration: the email row",
-            "INSERT INTO emails (id, tenant_id, kind, recipient, locale, params) "
-            "VALUES ($1, $2, 'activation', 'x@example.com', 'en', '{}'::jsonb)",
-            (fresh, tid),
+            "registration: DECIDE (request, token, email row, 2 outbox rows, NOTIFY)",
+            registration.DECIDE,
+            (
+                uid,
+                rid,
+                fresh,
+                uid,
+                b"x" * 32,
+                dt.timedelta(hours=48),
+                "https://x",
+                fresh,
+                tid,
+                "activation",
+                "x@example.com",
+                "en",
+                {},
+                fresh,
+                "user.registered",
+                body,
+                uuid.uuid4(),
+                "email.requested",
+                body,
+                "registrar_decided",
+                str(rid),
+            ),
         ),
         (
             "relay: claim a batch",
@@ -340,30 +336,17 @@ async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple
             "relay: mark published",
             "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}' "
             "WHERE id = ANY($1::bigint[])",
-            (
-                [
-                    r["id"]
-                    for r in await conn.fetch("SELECT id FROM outbox ORDER BY id DESC LIMIT 3")
-                ],
-            ),
+            (outbox_ids,),
         ),
         (
-            "mailer: claim",
-            "SELECT id, tenant_id, kind, recipient, locale, params, status, "
-            "coalesce(lease_until < now(), true) AS expired "
-            "FROM emails WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-            (email["id"], email["tenant_id"]),
+            "mailer: CLAIM (lock, lease, and the tenant)",
+            mailer.CLAIM,
+            (email["id"], email["tenant_id"], 120.0),
         ),
         (
-            "mailer: tenant",
-            "SELECT name, default_locale, mail_from FROM tenants WHERE id = $1",
-            (tid,),
-        ),
-        (
-            "mailer: record sent",
-            "UPDATE emails SET status = 'sent', sent_at = now(), lease_until = NULL "
-            "WHERE id = $1 RETURNING attempts",
-            (email["id"],),
+            "mailer: RECORD_SENT (sent + email.delivered)",
+            mailer.RECORD_SENT,
+            (email["id"], fresh, "email.delivered", body),
         ),
     ]
 
