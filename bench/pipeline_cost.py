@@ -281,7 +281,7 @@ async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple
     outbox_ids = [
         r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id DESC LIMIT 3")
     ]
-    body = {"data": {"attempts": 0}}
+    body = '{"data": {"attempts": 0}}'  # jsonb as text: this connection has no JSON codec
     return [
         (
             "registration: status before hashing (pool.fetchval)",
@@ -314,7 +314,7 @@ async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple
                 "activation",
                 "x@example.com",
                 "en",
-                {},
+                "{}",
                 fresh,
                 "user.registered",
                 body,
