@@ -142,7 +142,11 @@ class _HeaderClasses(HeaderRegistry):
         return built
 
     def __call__(self, name: str, value: str):
-        if name.lower() not in self.REPEATING or not isinstance(value, str):
+        if (
+            name.lower() not in self.REPEATING
+            or not isinstance(value, str)
+            or "boundary=" in value  # a multipart's own, set when it is flattened
+        ):
             return super().__call__(name, value)
         key = (name, value)
         header = self._parsed.get(key)
