@@ -12,7 +12,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from email import policy as email_policy
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
@@ -109,6 +109,20 @@ def _long_date(moment: dt.datetime | None, locale: str) -> str:
     return format_datetime(moment, "long", tzinfo=dt.UTC, locale=locale)
 
 
+class _FoldedOnce(BaseHeader):
+    """A header that keeps its last folding: a header shared by many messages (see
+    _HeaderClasses) is folded the same way for each of them (aiosmtplib flattens with
+    the module-level email.policy.SMTP), so it need not be refolded every time."""
+
+    def fold(self, *, policy) -> str:
+        memo = self.__dict__.get("_folded")
+        if memo is not None and memo[0] is policy:
+            return memo[1]
+        folded = super().fold(policy=policy)
+        self._folded = (policy, folded)  # the policy is kept, so its id is never reused
+        return folded
+
+
 class _HeaderClasses(HeaderRegistry):
     """The standard header registry, with each header class built once per name (the
     stdlib's builds a new class with type() on every lookup, several times for each header
@@ -130,7 +144,7 @@ class _HeaderClasses(HeaderRegistry):
     )
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(base_class=_FoldedOnce)
         self._built: dict[str, type] = {}
         self._parsed: OrderedDict[tuple[str, str], object] = OrderedDict()
 
