@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 CONSUMER = "registration"
 
 
+INSERT_ACTIVATION_ROW = (
+    "INSERT INTO activation_tokens (id, user_id, token_hash, expires_at, activation_url) "
+    "VALUES ($1, $2, $3, now() + $4::interval, $5)"
+)
+
+
+def token_row(
+    token_id: uuid.UUID,
+    user_id: uuid.UUID,
+    activation_url: str,
+    *,
+    token_key: bytes,
+    ttl: dt.timedelta,
+) -> tuple:
+    """The values of INSERT_ACTIVATION_ROW's five parameters: the token is stored only as a hash
+    of what both sides derive from the row id."""
+    token_hash = tokens.hash_secret(tokens.derive_token(token_key, token_id))
+    return token_id, user_id, token_hash, ttl, activation_url
+
+
 async def issue_activation_token(
     conn: asyncpg.Connection,
     user: asyncpg.Record,
@@ -34,13 +54,8 @@ async def issue_activation_token(
     """
     token_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO activation_tokens (id, user_id, token_hash, expires_at, activation_url) "
-        "VALUES ($1, $2, $3, now() + $4::interval, $5)",
-        token_id,
-        user["id"],
-        tokens.hash_secret(tokens.derive_token(token_key, token_id)),
-        ttl,
-        activation_url,
+        INSERT_ACTIVATION_ROW,
+        *token_row(token_id, user["id"], activation_url, token_key=token_key, ttl=ttl),
     )
     await request_email(
         conn,

@@ -48,11 +48,16 @@ class EmailContent(BaseModel):
         return EmailRequested(email_id=self.email_id, tenant_id=self.tenant_id)
 
 
-async def store_email(conn: asyncpg.Connection, content: EmailContent) -> None:
-    """Insert the row the mailer will render `content` from."""
-    await conn.execute(
-        "INSERT INTO emails (id, tenant_id, kind, recipient, locale, params) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
+INSERT = (
+    "INSERT INTO emails (id, tenant_id, kind, recipient, locale, params) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+def email_row(content: EmailContent) -> tuple:
+    """The values of INSERT's six parameters for `content` (for callers that write the
+    row as part of a larger statement)."""
+    return (
         content.email_id,
         content.tenant_id,
         content.kind,
@@ -60,6 +65,11 @@ async def store_email(conn: asyncpg.Connection, content: EmailContent) -> None:
         content.locale,
         content.model_dump(mode="json", exclude=set(COLUMNS), exclude_none=True),
     )
+
+
+async def store_email(conn: asyncpg.Connection, content: EmailContent) -> None:
+    """Insert the row the mailer will render `content` from."""
+    await conn.execute(INSERT, *email_row(content))
 
 
 async def request_email(

@@ -15,19 +15,18 @@ from schemas.events import (
     RegistrationRejected,
     UserRegistered,
 )
-from service.outbox import add_event
+from service import outcomes
+from service.outbox import add_event, outbox_row
 from service.outcomes import announce
 from service.sealing import UnsealError, unseal
-from workers.activation import issue_activation_token
-from workers.dedup import first_delivery
-from workers.emails import request_email
+from workers.activation import token_row
+from workers.emails import EmailContent, email_row, request_email
 from workers.passwords import Hasher, hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"
 # A request still to decide; 'failed' ones come back when an operator replays the DLQ.
 OPEN = ("pending", "failed")
-UNIQUE_REASONS = {"users_tenant_email": "email_taken", "users_tenant_user_name": "username_taken"}
 
 
 async def _reject(conn: asyncpg.Connection, data: RegisterRequested, reason: str) -> None:
@@ -86,35 +85,67 @@ async def _notify_owner_if_silent(
         )
 
 
-async def _insert_user(
-    conn: asyncpg.Connection, data: RegisterRequested, password_hash: str
-) -> asyncpg.Record:
-    return await conn.fetchrow(
-        """
-        INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source)
-        VALUES ($1, $2, $3, $4, $5, $6, 'self')
-        RETURNING id, created_at
-        """,
-        uuid.uuid4(),
-        data.tenant_id,
-        data.user_name,
-        data.email,
-        password_hash,
-        data.locale,
-    )
+# The processed-message record and the request's row lock, in one round trip. `first` is
+# NULL when this message was applied before (by a transaction that committed).
+FIRST_AND_LOCK = """
+WITH first AS (
+    INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING RETURNING true AS first
+)
+SELECT (SELECT first FROM first) AS first,
+       (SELECT status FROM registration_requests WHERE id = $3 FOR UPDATE) AS status
+"""
+
+# The user and its default role. No row when the email or userName is taken (any unique
+# index of users: ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
+# commit or roll back, as the unique violation it replaces did); then TAKEN says which.
+INSERT_USER = """
+WITH u AS (
+    INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source)
+    VALUES ($1, $2, $3, $4, $5, $6, 'self')
+    ON CONFLICT DO NOTHING
+    RETURNING id, created_at
+), r AS (
+    INSERT INTO user_roles (user_id, role_id)
+    SELECT u.id, roles.id FROM u, roles WHERE roles.tenant_id = $2 AND lower(roles.name) = 'user'
+    RETURNING role_id
+)
+SELECT u.id, u.created_at, EXISTS (SELECT FROM r) AS has_role FROM u
+"""
+
+TAKEN = """
+SELECT EXISTS (SELECT FROM users WHERE tenant_id = $1 AND lower(email) = lower($2)) AS email,
+       EXISTS (SELECT FROM users WHERE tenant_id = $1 AND lower(user_name) = lower($3))
+           AS user_name
+"""
+
+# Everything else a registration decides, in one statement: the request is registered, the
+# activation token and its email row are written, `user.registered` and `email.requested`
+# go to the outbox (in that order), and the gateway is woken on commit.
+DECIDE = """
+WITH decided AS (
+    UPDATE registration_requests SET status = 'registered', user_id = $1, decided_at = now()
+     WHERE id = $2
+), token AS (
+    INSERT INTO activation_tokens (id, user_id, token_hash, expires_at, activation_url)
+    VALUES ($3, $4, $5, now() + $6::interval, $7)
+), email AS (
+    INSERT INTO emails (id, tenant_id, kind, recipient, locale, params)
+    VALUES ($8, $9, $10, $11, $12, $13)
+), events AS (
+    INSERT INTO outbox (event_id, routing_key, body) VALUES ($14, $15, $16), ($17, $18, $19)
+)
+SELECT pg_notify($20, $21)
+"""
 
 
-async def _grant_default_role(
-    conn: asyncpg.Connection, user_id: uuid.UUID, tenant_id: uuid.UUID
-) -> list[str]:
-    rows = await conn.fetch(
-        "INSERT INTO user_roles (user_id, role_id) "
-        "SELECT $1, id FROM roles WHERE tenant_id = $2 AND lower(name) = 'user' "
-        "RETURNING role_id",
-        user_id,
-        tenant_id,
-    )
-    return ["User"] if rows else []
+async def _taken(conn: asyncpg.Connection, data: RegisterRequested) -> str:
+    """Why the user could not be inserted; the email wins when both are taken, as it did
+    when the first unique index to fail (users_tenant_email) named the reason."""
+    row = await conn.fetchrow(TAKEN, data.tenant_id, data.email, data.user_name)
+    if row["user_name"] and not row["email"]:
+        return "username_taken"
+    return "email_taken"
 
 
 async def register_user(
@@ -127,7 +158,11 @@ async def register_user(
     token_key: bytes,
     token_ttl: dt.timedelta,
 ) -> None:
-    """Create the user, or reject the request when the email or userName is taken."""
+    """Create the user, or reject the request when the email or userName is taken.
+
+    Round trips: the status check before hashing, then BEGIN, FIRST_AND_LOCK, INSERT_USER,
+    DECIDE, COMMIT (a rejection replaces DECIDE with TAKEN and the rejection's statements).
+    """
     status = await pool.fetchval(
         "SELECT status FROM registration_requests WHERE id = $1", data.request_id
     )
@@ -141,64 +176,69 @@ async def register_user(
     del password
 
     async with pool.acquire() as conn, conn.transaction():
-        if not await first_delivery(conn, event, consumer=CONSUMER):
-            return
-        locked = await conn.fetchval(
-            "SELECT status FROM registration_requests WHERE id = $1 FOR UPDATE", data.request_id
-        )
-        if locked not in OPEN:
+        locked = await conn.fetchrow(FIRST_AND_LOCK, CONSUMER, event.id, data.request_id)
+        if not locked["first"] or locked["status"] not in OPEN:
             return
         if password_hash is None:
             await _reject(conn, data, "invalid_request")
             return
-        try:
-            async with conn.transaction():  # savepoint: a unique violation undoes only this
-                user = await _insert_user(conn, data, password_hash)
-        except asyncpg.UniqueViolationError as exc:
-            reason = UNIQUE_REASONS.get(exc.constraint_name or "", "email_taken")
+        user = await conn.fetchrow(
+            INSERT_USER,
+            uuid.uuid4(),
+            data.tenant_id,
+            data.user_name,
+            data.email,
+            password_hash,
+            data.locale,
+        )
+        if user is None:
+            reason = await _taken(conn, data)
             await _reject(conn, data, reason)
             await _notify_owner_if_silent(conn, data, reason)
             return
-        roles = await _grant_default_role(conn, user["id"], data.tenant_id)
-        await conn.execute(
-            "UPDATE registration_requests SET status = 'registered', user_id = $2, "
-            "decided_at = now() WHERE id = $1",
-            data.request_id,
-            user["id"],
-        )
-        await add_event(
-            conn,
-            UserRegistered(
-                user_id=user["id"],
-                tenant_id=data.tenant_id,
-                email=data.email,
-                user_name=data.user_name,
-                name="",
-                locale=data.locale,
-                is_approved=False,
-                roles=roles,
-                source="self",
-                registered_at=user["created_at"],
-                request_id=data.request_id,
-            ),
-            subject=str(user["id"]),
-        )
-        await issue_activation_token(
-            conn,
-            {
-                **user,
-                "tenant_id": data.tenant_id,
-                "email": data.email,
-                "user_name": data.user_name,
-                "locale": data.locale,
-            },
-            activation_url=data.activation_url,
-            token_key=token_key,
-            ttl=token_ttl,
-        )
-        await announce(conn, str(data.request_id))
+        await conn.execute(DECIDE, *_decision(data, user, token_key=token_key, ttl=token_ttl))
     log.info(
         "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
+    )
+
+
+def _decision(
+    data: RegisterRequested, user: asyncpg.Record, *, token_key: bytes, ttl: dt.timedelta
+) -> tuple:
+    """DECIDE's parameters."""
+    token_id = uuid.uuid4()
+    registered = UserRegistered(
+        user_id=user["id"],
+        tenant_id=data.tenant_id,
+        email=data.email,
+        user_name=data.user_name,
+        name="",
+        locale=data.locale,
+        is_approved=False,
+        roles=["User"] if user["has_role"] else [],
+        source="self",
+        registered_at=user["created_at"],
+        request_id=data.request_id,
+    )
+    email = EmailContent(
+        email_id=uuid.uuid4(),
+        tenant_id=data.tenant_id,
+        kind="activation",
+        to=data.email,
+        locale=data.locale,
+        user_name=data.user_name,
+        activation_url=data.activation_url,
+        activation_token_id=token_id,
+    )
+    return (
+        user["id"],
+        data.request_id,
+        *token_row(token_id, user["id"], data.activation_url, token_key=token_key, ttl=ttl),
+        *email_row(email),
+        *outbox_row(registered, subject=str(user["id"])),
+        *outbox_row(email.command()),
+        outcomes.CHANNEL,
+        str(data.request_id),
     )
 
 

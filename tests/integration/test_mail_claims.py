@@ -124,6 +124,25 @@ async def test_two_concurrent_copies_send_one_email_and_the_loser_retries_later(
     assert (row["status"], row["attempts"], row["lease_until"]) == ("sent", 1, None)
 
 
+async def test_copies_claiming_at_the_same_instant_leave_one_claim(pool, tenant) -> None:
+    """The claim is one statement: copies that meet on the row lock see the winner's
+    lease once it commits, however many there are."""
+    data = await requested_email(pool, tenant)
+    command = command_of(data)[1]
+
+    outcomes = await asyncio.gather(
+        *(mailer.claim(pool, command, lease_s=60) for _ in range(8)), return_exceptions=True
+    )
+
+    claimed = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(claimed) == 1
+    assert all(isinstance(o, RetryableError) for o in outcomes if o is not claimed[0])
+    content, row = claimed[0]
+    assert content.email_id == data.email_id and row["organization"] == tenant.name
+    row = await row_of(pool, data.email_id)
+    assert (row["status"], row["attempts"]) == ("sending", 1)
+
+
 async def test_a_copy_redelivered_after_sending_sends_nothing(pool, tenant, scripted, send) -> None:
     data = await requested_email(pool, tenant)
     await send(data)

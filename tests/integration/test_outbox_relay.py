@@ -524,6 +524,62 @@ async def test_relay_publishes_past_a_poison_row_without_waiting_for_its_poll(
     assert task.exception() is None
 
 
+async def test_a_relay_whose_connection_is_lost_fails_transiently_and_a_new_one_publishes(
+    pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay keeps one connection between passes: when the server drops it, the relay
+    ends with an error the supervisor treats as transient (and restarts it with a fresh
+    connection), and nothing is lost."""
+    await drain(pool, publisher)
+    monkeypatch.setattr(outbox, "IDLE_POLL_S", 0.1)
+    task, wake, stop = start_relay(pool, publisher)
+    try:
+        while not await pool.fetchval(RELAY_BACKENDS):  # its first pass has run
+            await asyncio.sleep(0.05)
+        await pool.execute(f"SELECT pg_terminate_backend(pid) FROM ({RELAY_BACKENDS}) AS r")
+        wake.set()
+        with pytest.raises(Exception) as lost:  # whatever asyncpg raises
+            await asyncio.wait_for(task, timeout=10)
+        assert is_transient(lost.value), repr(lost.value)
+    finally:
+        stop.set()
+    events = set(await add_events(pool, sample_events()[1:2]))
+    task, _wake, stop = start_relay(pool, publisher)
+    try:
+        await tap.wait_for(events, timeout=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=3)
+    assert task.exception() is None
+
+
+RELAY_BACKENDS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND query LIKE '%FOR UPDATE SKIP LOCKED%'"
+)
+
+
+async def test_only_rows_due_now_notify(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A row left for later (the gateway's safety-net copy of a command) wakes no relay:
+    of a later row and a due one, committed in that order, only the due one notifies."""
+    heard: list[str] = []
+    conn = await asyncpg.connect(settings.database_url)
+    later = due = None
+    try:
+        await conn.add_listener(outbox.CHANNEL, lambda *args: heard.append(args[-1]))
+        later = await add_row(pool, "user.activated", delay_s=30.0)
+        due = await add_row(pool, "user.activated")
+        deadline = time.monotonic() + 5
+        while not heard and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        # Notifications arrive in commit order: the later row's would have come first.
+        await conn.fetchval("SELECT 1")
+        assert heard == [""]
+    finally:
+        await conn.close()
+        await delete_rows(pool, {e for e in (later, due) if e is not None})
+
+
 async def test_relay_polls_for_rows_that_become_due(
     pool: asyncpg.Pool, publisher: Publisher, tap: EventTap, monkeypatch: pytest.MonkeyPatch
 ) -> None:

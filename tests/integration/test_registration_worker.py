@@ -193,6 +193,24 @@ async def test_user_name_taken_in_another_letter_case_rejects_the_request_with_u
     assert reasons == ["username_taken"]
 
 
+async def test_an_email_and_a_user_name_taken_by_two_users_reject_with_email_taken(
+    pool: asyncpg.Pool, tenant: Tenant, new_request, register
+) -> None:
+    email, user_name = f"{unique('erin')}@example.com", unique("erin")
+    for taken in (
+        await new_request(tenant, email=email, user_name=unique("x")),
+        await new_request(tenant, email=f"{unique('y')}@example.com", user_name=user_name),
+    ):
+        await register(taken.event, taken.data)
+
+    both = await new_request(tenant, email=email, user_name=user_name)
+    await register(both.event, both.data)
+
+    row = await request_row(pool, both.data.request_id)
+    assert (row["status"], row["reason"]) == ("rejected", "email_taken")
+    assert len(await users_of(pool, tenant)) == 2
+
+
 async def test_the_same_email_and_user_name_register_in_two_different_tenants(
     pool: asyncpg.Pool, make_tenant: MakeTenant, new_request, register
 ) -> None:

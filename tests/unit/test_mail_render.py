@@ -258,3 +258,36 @@ def test_an_english_reader_of_a_german_tenant_gets_an_english_invitation() -> No
     assert message["Content-Language"] == "en"
     assert message["Subject"] == "You are invited to join Acme"
     assert "Hello Bob," in text(message)
+
+
+@pytest.mark.parametrize("locale", ["en", "de", "hr"])
+def test_the_cached_header_registry_renders_what_the_stdlib_policy_renders(
+    locale: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workers.mailer.POLICY only builds header classes and repeated headers once: the
+    bytes sent are those of email.policy.default (but for the random MIME boundary)."""
+    import email.policy
+    import re
+
+    from aiosmtplib.email import flatten_message
+
+    from workers import mailer
+
+    monkeypatch.setattr(mailer, "formatdate", lambda usegmt: "Wed, 01 May 2024 12:30:00 GMT")
+    monkeypatch.setattr(mailer, "make_msgid", lambda idstring, domain: f"<{idstring}@{domain}>")
+    content = request(locale=locale, to="Zoë <zoe@example.com>", user_name="zoë")
+    sender = Recipient(organization="Größe & Co", default_locale="en", mail_from="Größe <g@x.io>")
+
+    def flat(policy) -> bytes:
+        monkeypatch.setattr(mailer, "POLICY", policy)
+        message = render(content, recipient=sender, settings=SETTINGS)
+        message.as_bytes()  # flattened with its own policy, as tests and tools do
+        return re.sub(rb"=+\d+==", b"BOUNDARY", flatten_message(message, utf8=True))
+
+    cached = mailer.POLICY
+    stdlib = flat(email.policy.default)
+    assert flat(cached) == stdlib
+    assert flat(cached) == stdlib  # and again, from the cache
+    # Only values that repeat are kept: not each message's own MIME boundary (set when
+    # it is flattened with the message's policy).
+    assert not any("boundary=" in value for _name, value in cached.header_factory._parsed)
