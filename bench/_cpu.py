@@ -6,32 +6,46 @@ process do not, so they say where the time goes.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 
-TICKS = os.sysconf("SC_CLK_TCK")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (0.0 when it is gone)."""
+def cpu_of(pid: int, tid: int | None = None) -> float | None:
+    """utime + stime of a process (all its threads) or of one of its threads, seconds."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
 
 
-def pids_of(command: str) -> list[int]:
-    """Processes whose executable name (comm) is `command`, e.g. postgres or beam.smp."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == command:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+def threads_of(pid: int) -> dict[int, float]:
+    """tid -> CPU seconds of every thread of `pid`."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            value = cpu_of(pid, int(tid))
+            if value is not None:
+                out[int(tid)] = value
+    return out
+
+
+def pids_named(comm: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() == comm:
+                    out.append(int(entry))
+        except OSError:
+            continue
+    return out
 
 
 class CpuMeter:
@@ -48,7 +62,7 @@ class CpuMeter:
 
     def _sample(self) -> dict[int, float]:
         pids = {pid for group in self.groups.values() for pid in group}
-        return {pid: cpu_seconds(pid) for pid in pids}
+        return {pid: cpu_of(pid) or 0.0 for pid in pids}
 
     def start(self) -> None:
         self._before = self._sample()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _cpu import CpuMeter, pids_of  # noqa: E402
+from _cpu import CpuMeter, pids_named  # noqa: E402
 from _load import Client  # noqa: E402
 from run import LIMITS, builder, ok, progress  # noqa: E402
 
@@ -98,7 +98,7 @@ async def measure(seconds: float, profile: str | None) -> dict[str, float]:
                 {
                     "gateway": [service.gateway.popen.pid],
                     "postgres": await postgres_pids(env),
-                    "rabbitmq": pids_of("beam.smp"),
+                    "rabbitmq": pids_named("beam.smp"),
                     "loadgen": [os.getpid()],
                 }
             )

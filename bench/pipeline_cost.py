@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import os
 import resource
@@ -58,6 +57,7 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import run as bench  # noqa: E402  (bench/run.py: builder, Tracker, LIMITS)
+from _cpu import cpu_of, pids_named, threads_of  # noqa: E402
 from _load import Client, Sample  # noqa: E402
 from argon2 import PasswordHasher  # noqa: E402
 
@@ -68,51 +68,11 @@ from tests.faults.processes import Service  # noqa: E402
 from tests.faults.traffic import PASSWORD  # noqa: E402
 from workers import mailer, registration  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 def progress(message: str) -> None:
     print(f"pipeline_cost: {message}", file=sys.stderr, flush=True)
-
-
-# --- CPU time from /proc -------------------------------------------------------------------
-
-
-def cpu_of(pid: int, tid: int | None = None) -> float | None:
-    """utime + stime of a process (all its threads) or of one of its threads, seconds."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        with open(path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
-
-
-def threads_of(pid: int) -> dict[int, float]:
-    """tid -> CPU seconds of every thread of `pid`."""
-    out = {}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            value = cpu_of(pid, int(tid))
-            if value is not None:
-                out[int(tid)] = value
-    return out
-
-
-def pids_named(comm: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                if f.read().strip() == comm:
-                    out.append(int(entry))
-        except OSError:
-            continue
-    return out
 
 
 @dataclass
