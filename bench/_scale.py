@@ -344,7 +344,9 @@ def nodes(plan: dict) -> Iterable[dict]:
 
 
 def _describe(node: dict) -> str:
-    text = node["Node Type"]
+    # ModifyTable: "Insert", "Update", "Delete" (index maintenance and unique checks of
+    # an insert happen inside it: its time and buffers include them).
+    text = node.get("Operation", node["Node Type"])
     if "Index Name" in node:
         text += f" using {node['Index Name']}"
     if "Relation Name" in node:

@@ -178,6 +178,8 @@ def test_plans_are_summarized_and_their_problems_flagged() -> None:
     assert problems({"Node Type": "Seq Scan", "Relation Name": "users"}) == [
         "sequential scan on users"
     ]
+    insert = {"Node Type": "ModifyTable", "Operation": "Insert", "Relation Name": "users"}
+    assert summarize(insert) == "Insert on users"
     small = {"Node Type": "Index Scan", "Relation Name": "users", "Rows Removed by Filter": 3}
     assert problems(small) == []
     assert "users" in _scale.GROWING and "tenants" not in _scale.GROWING
