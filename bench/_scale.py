@@ -323,10 +323,18 @@ def literal(value: object) -> str:
     if isinstance(value, dt.datetime):
         return _quote(value.isoformat())
     if isinstance(value, list | tuple):
-        return _quote("{" + ",".join(str(v) for v in value) + "}")
+        return _quote("{" + ",".join(_element(v) for v in value) + "}")
     if isinstance(value, dict):
         return _quote(json.dumps(value))
     return _quote(str(value))
+
+
+def _element(value: object) -> str:
+    """One element of an array literal: NULL, or a double-quoted, escaped value."""
+    if value is None:
+        return "NULL"
+    text = f"\\x{value.hex()}" if isinstance(value, bytes) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _quote(text: str) -> str:

@@ -59,9 +59,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 import run as bench  # noqa: E402  (bench/run.py: builder, Tracker, LIMITS)
 from _cpu import cpu_of, pids_named, threads_of  # noqa: E402
 from _load import Client, Sample  # noqa: E402
-from argon2 import PasswordHasher  # noqa: E402
 
-from service.settings import Settings  # noqa: E402
 from tests.faults.common import POSTGRES_URL  # noqa: E402
 from tests.faults.harness import Environment, Options  # noqa: E402
 from tests.faults.processes import Service  # noqa: E402
@@ -131,16 +129,11 @@ def delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 def argon2_bare_s(count: int) -> float:
     """Thread CPU seconds of one argon2id hash at the Settings parameters, on one thread."""
-    settings = Settings()
-    hasher = PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_cost=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
-    hasher.hash(PASSWORD)  # first allocation
+    argon2 = bench.hasher()
+    argon2.hash(PASSWORD)  # first allocation
     started = time.thread_time()
     for _ in range(count):
-        hasher.hash(PASSWORD)
+        argon2.hash(PASSWORD)
     return (time.thread_time() - started) / count
 
 

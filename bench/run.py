@@ -81,16 +81,11 @@ def progress(message: str) -> None:
 
 
 def _hash_for(seconds: float) -> int:
-    settings = Settings()
-    hasher = PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_cost=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
+    argon2 = hasher()
     deadline = time.perf_counter() + seconds
     count = 0
     while time.perf_counter() < deadline:
-        hasher.hash(PASSWORD)
+        argon2.hash(PASSWORD)
         count += 1
     return count
 
@@ -443,11 +438,9 @@ from the same run on the machine named. The machine is shared and noisy: compare
 | date (UTC) | commit | machine | cpus | """
 
 
-def record(figures: dict[str, float]) -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            HEADER + " | ".join(FIGURES) + " |\n" + "| --- " * (4 + len(FIGURES)) + "|\n"
-        )
+def identity() -> tuple[str, str, str]:
+    """(date, commit, machine) of a results row; the commit is marked +dirty when the
+    tracked files differ from it."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -458,10 +451,30 @@ def record(figures: dict[str, float]) -> None:
         text=True,
     ).stdout.strip()
     uname = platform.uname()
-    cells = [
+    return (
         datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         commit + ("+dirty" if dirty else ""),
         f"{uname.system} {uname.release} {uname.machine}",
+    )
+
+
+def hasher() -> PasswordHasher:
+    """argon2id at the Settings parameters, as the workers hash."""
+    settings = Settings()
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
+def record(figures: dict[str, float]) -> None:
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            HEADER + " | ".join(FIGURES) + " |\n" + "| --- " * (4 + len(FIGURES)) + "|\n"
+        )
+    cells = [
+        *identity(),
         str(os.cpu_count()),
         *(fmt(figures.get(name, float("nan"))) for name in FIGURES),
     ]

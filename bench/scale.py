@@ -38,10 +38,8 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -67,7 +65,7 @@ from _scale import (  # noqa: E402
     summarize,
 )
 from argon2 import PasswordHasher  # noqa: E402
-from run import LIMITS, Tracker, builder, fmt, ok  # noqa: E402
+from run import LIMITS, Tracker, builder, fmt, identity, ok  # noqa: E402
 
 from service import tokens  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -357,13 +355,18 @@ STATEMENTS = (
      lambda s: [s["api_key_hash"]], False),
     ("gateway: Idempotency-Key lookup", "service/registrations.py", "AND idempotency_key = $2",
      lambda s: [s["tenant"], s["idempotency_key"]], False),
-    ("gateway: insert registration request", "service/registrations.py",
-     "INSERT INTO registration_requests",
-     lambda s: [s["request"], s["tenant"], str(uuid.uuid4()), os.urandom(32), s["new_email"],
-                s["new_user_name"], "en"], True),
-    ("gateway: outbox insert (command)", "service/commands.py",
+    ("gateway: record requests (intake, one statement per batch)", "service/intake.py",
+     "WITH batch AS",
+     lambda s: [[s["request"]], [s["tenant"]], [str(uuid.uuid4())], [os.urandom(32)],
+                [s["new_email"]], [s["new_user_name"]], ["en"], [None],
+                ["register.requested"], [s["body"]], dt.timedelta(minutes=10),
+                dt.timedelta(seconds=30), [s["seeded_request"]]], True),
+    ("gateway: mark confirmed commands published (idle)", "service/intake.py",
+     "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}'\nWHERE",
+     lambda s: [[s["request"]]], False),
+    ("gateway: outbox insert (invitation command)", "service/commands.py",
      "INSERT INTO outbox (event_id, routing_key, body, available_at)",
-     lambda s: [s["request"], "register.requested", s["body"], dt.timedelta(seconds=30)], True),
+     lambda s: [uuid.uuid4(), "invite.requested", s["body"], dt.timedelta(seconds=30)], True),
     ("gateway: outbox mark published", "service/commands.py",
      "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}' "
      "WHERE event_id", lambda s: [s["request"]], False),
@@ -384,16 +387,22 @@ STATEMENTS = (
      "SELECT status FROM registration_requests WHERE id = $1", lambda s: [s["request"]], False),
     ("worker: processed-message dedup insert", "workers/dedup.py",
      "INSERT INTO processed_messages", lambda s: ["registration", s["request"]], True),
-    ("worker: lock request", "workers/registration.py",
-     "SELECT status FROM registration_requests WHERE id = $1 FOR UPDATE",
-     lambda s: [s["request"]], True),
-    ("worker: insert user (uniqueness check)", "workers/registration.py", "INSERT INTO users",
+    ("worker: processed record + lock request", "workers/registration.py", "WITH first AS",
+     lambda s: ["registration", uuid.uuid4(), s["request"]], True),
+    ("worker: insert user + default role (uniqueness check)", "workers/registration.py",
+     "INSERT INTO users",
      lambda s: [s["user"], s["tenant"], s["new_user_name"], s["new_email"], "$argon2id$x",
                 "en"], True),
-    ("worker: grant default role", "workers/registration.py", "INSERT INTO user_roles",
-     lambda s: [s["user"], s["tenant"]], True),
-    ("worker: request registered", "workers/registration.py", "SET status = 'registered'",
-     lambda s: [s["request"], s["user"]], True),
+    ("worker: which of email / userName is taken", "workers/registration.py",
+     "AS user_name\n", lambda s: [s["tenant"], s["seeded_email"], s["new_user_name"]], False),
+    ("worker: decide (request, token, email row, outbox, NOTIFY)", "workers/registration.py",
+     "WITH decided AS",
+     lambda s: [s["user"], s["request"], s["new_token"], s["user"], os.urandom(32),
+                dt.timedelta(hours=48), ACTIVATION_URL, s["new_email_id"], s["tenant"],
+                "activation", s["new_email"], "en",
+                json.dumps({"user_name": s["new_user_name"]}), uuid.uuid4(),
+                "user.registered", s["body"], uuid.uuid4(), "email.requested", s["body"],
+                "registrar_decided", str(s["request"])], True),
     ("worker: outbox insert (event)", "service/outbox.py",
      "INSERT INTO outbox (event_id, routing_key, body) VALUES",
      lambda s: [uuid.uuid4(), "user.registered", s["body"]], True),
@@ -421,15 +430,10 @@ STATEMENTS = (
     ("relay: record failures", "workers/outbox.py", "UPDATE outbox AS o",
      lambda s: [s["relay_ids"], ["x"] * len(s["relay_ids"]), 5, 5.0, 300.0], False),
     # The mailer.
-    ("mailer: claim email (lock)", "workers/mailer.py",
-     "FROM emails WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-     lambda s: [s["seeded_email_id"], s["tenant"]], False),
-    ("mailer: claim email (lease)", "workers/mailer.py", "SET status = 'sending'",
-     lambda s: [s["seeded_email_id"], 120.0], False),
-    ("mailer: tenant of the email", "workers/mailer.py",
-     "SELECT name, default_locale, mail_from FROM tenants", lambda s: [s["tenant"]], False),
-    ("mailer: record sent", "workers/mailer.py", "SET status = 'sent'",
-     lambda s: [s["seeded_email_id"]], False),
+    ("mailer: claim email (lock, lease, tenant)", "workers/mailer.py", "WITH old AS",
+     lambda s: [s["seeded_email_id"], s["tenant"], 120.0], False),
+    ("mailer: record sent + email.delivered", "workers/mailer.py", "WITH sent AS",
+     lambda s: [s["seeded_email_id"], uuid.uuid4(), "email.delivered", s["body"]], False),
     ("mailer: release claim", "workers/mailer.py", "SET status = 'pending', lease_until = NULL",
      lambda s: [s["seeded_email_id"], "x"], False),
     ("mailer: record failure", "workers/mailer.py", "SET status = 'failed', lease_until = NULL",
@@ -740,24 +744,6 @@ def change(value: float, base: float) -> str:
     if value != value or base != base or not base:
         return "nan"
     return f"{(value / base - 1) * 100:+.1f}%"
-
-
-def identity() -> tuple[str, str, str]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    uname = platform.uname()
-    return (
-        dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
-        commit + ("+dirty" if dirty else ""),
-        f"{uname.system} {uname.release} {uname.machine}",
-    )
 
 
 def record(sizes: list[int], figures: dict[str, float], findings: list[dict], args) -> None:

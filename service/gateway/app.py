@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -47,37 +47,34 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
-async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
-    """LISTEN for workers' decisions, reopened after a database restart."""
+def _listen(
+    app: web.Application, name: str, channel: str, on_notify: Callable[[str], None]
+) -> tuple[Listener, asyncio.Task[None]]:
+    """A supervised LISTEN connection (reopened after a database restart) in /readyz."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
-    app[WAITER] = waiter = OutcomeWaiter(limit=settings.max_waiters)
     listener = Listener(
-        settings.database_url,
-        outcomes.CHANNEL,
-        waiter.notify,
-        connect_timeout=settings.db_connect_timeout_s,
+        settings.database_url, channel, on_notify, connect_timeout=settings.db_connect_timeout_s
     )
-    task = supervisor.start("outcome-listener", listener.run, grace_s=0)
-    supervisor.health.probe("outcome-listener", listener.status)
+    task = supervisor.start(name, listener.run, grace_s=0)
+    supervisor.health.probe(name, listener.status)
+    return listener, task
+
+
+async def _outcome_listener(app: web.Application) -> AsyncIterator[None]:
+    """LISTEN for workers' decisions."""
+    app[WAITER] = waiter = OutcomeWaiter(limit=app[SETTINGS].max_waiters)
+    _, task = _listen(app, "outcome-listener", outcomes.CHANNEL, waiter.notify)
     yield
-    await supervisor.cancel(task, grace_s=0)
+    await app[SUPERVISOR].cancel(task, grace_s=0)
 
 
 async def _tenant_cache(app: web.Application) -> AsyncIterator[None]:
     """Tenants and tokens cached, forgotten whenever either table changes (LISTEN)."""
-    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     listener: Listener | None = None
     app[TENANTS] = cache = TenantCache(app[POOL], trusted=lambda: listener.alive)
-    listener = Listener(
-        settings.database_url,
-        TENANTS_CHANNEL,
-        cache.invalidate,
-        connect_timeout=settings.db_connect_timeout_s,
-    )
-    task = supervisor.start("tenant-listener", listener.run, grace_s=0)
-    supervisor.health.probe("tenant-listener", listener.status)
+    listener, task = _listen(app, "tenant-listener", TENANTS_CHANNEL, cache.invalidate)
     yield
-    await supervisor.cancel(task, grace_s=0)
+    await app[SUPERVISOR].cancel(task, grace_s=0)
 
 
 async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:

@@ -144,7 +144,8 @@ def test_literals() -> None:
     assert literal("it's") == "'it''s'"
     assert literal(b"\x01\xff") == "'\\x01ff'"
     assert literal(dt.timedelta(hours=1)) == "'3600.0 seconds'"
-    assert literal([1, 2]) == "'{1,2}'"
+    assert literal([1, 2]) == """'{"1","2"}'"""
+    assert literal([None, b"\x01", 'a"b,c']) == """'{NULL,"\\\\x01","a\\"b,c"}'"""
     assert literal(uuid.UUID(int=1)) == "'00000000-0000-0000-0000-000000000001'"
     moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert literal(moment) == "'2026-01-02T03:04:05+00:00'"
