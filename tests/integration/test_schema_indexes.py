@@ -4,6 +4,9 @@ by that key scans the whole referencing table, which grows to millions of rows).
 from __future__ import annotations
 
 import asyncpg
+import pytest
+
+from service import tenants
 
 UNINDEXED_FOREIGN_KEYS = """
 SELECT c.conrelid::regclass::text AS table_name, c.conname,
@@ -27,3 +30,35 @@ async def test_every_foreign_key_has_an_index_led_by_its_columns(pool: asyncpg.P
         for row in await pool.fetch(UNINDEXED_FOREIGN_KEYS)
     ]
     assert missing == []
+
+
+class _Undo(Exception):
+    pass
+
+
+async def test_deleting_expired_captcha_solutions_does_not_scan_the_table(
+    pool: asyncpg.Pool,
+) -> None:
+    """The intake's statement deletes expired solutions on every request with a captcha;
+    with ten minutes of solutions in the table that must be an index range scan."""
+    tenant, _ = await tenants.create_tenant(
+        pool, name="captcha-index", activation_url_prefixes=["https://app.example.com/"]
+    )
+    plan = ""
+    with pytest.raises(_Undo):  # rolls the rows back
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO captcha_solutions (challenge, tenant_id, expires_at) "
+                "SELECT 'idx-' || n, $1, now() + interval '10 minutes' "
+                "FROM generate_series(1, 20000) n",
+                tenant.id,
+            )
+            await conn.execute("ANALYZE captcha_solutions")
+            plan = str(
+                await conn.fetchval(
+                    "EXPLAIN (FORMAT JSON) DELETE FROM captcha_solutions WHERE expires_at < now()"
+                )
+            )
+            raise _Undo
+    assert "Seq Scan" not in plan, plan
+    assert "captcha_solutions_expires_at" in plan
