@@ -85,6 +85,19 @@ async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
     await connection.close()
 
 
+class _BaasicRoutes:
+    """Baasic's SDKs add a trailing slash to many routes (`…/activate/{token}/`): every
+    Baasic-shaped route answers with and without it (SPEC §3), the same handler, no
+    redirect (a redirected PUT from a browser would need a second preflight)."""
+
+    def __init__(self, router: web.UrlDispatcher) -> None:
+        self._router = router
+
+    def add(self, method: str, path: str, handler) -> None:
+        self._router.add_route(method, path, handler)
+        self._router.add_route(method, path + "/", handler)
+
+
 def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.Application:
     """The gateway application; resources open on startup and close on cleanup.
 
@@ -114,11 +127,12 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     if not settings.metrics_port:  # else served on its own port (cli.serve)
         app.router.add_get("/metrics", metrics.metrics_view)
     app.router.add_get("/openapi.json", openapi.openapi_view)
-    app.router.add_post("/{apiKey}/register", register.register)
-    app.router.add_get("/{apiKey}/register/requests/{requestId}", register.request_status)
-    app.router.add_put("/{apiKey}/register/activate/{activationToken}", activation.activate)
-    app.router.add_post("/{apiKey}/register/resend", register.resend_activation)
-    app.router.add_get("/{apiKey}/captcha/challenge", health.captcha_challenge)
+    baasic = _BaasicRoutes(app.router)
+    baasic.add("POST", "/{apiKey}/register", register.register)
+    baasic.add("GET", "/{apiKey}/register/requests/{requestId}", register.request_status)
+    baasic.add("PUT", "/{apiKey}/register/activate/{activationToken}", activation.activate)
+    baasic.add("POST", "/{apiKey}/register/resend", register.resend_activation)
+    baasic.add("GET", "/{apiKey}/captcha/challenge", health.captcha_challenge)
     app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
     app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)
     app.router.add_get("/invitations/{token}", accept.show_form)

@@ -51,9 +51,10 @@ def api_error_response(exc: ApiError) -> web.Response:
 def _route_template(request: web.Request) -> str:
     # The templated route (/{apiKey}/register), never the raw path: paths carry API keys
     # and tokens, which must not reach the logs.
+    # A trailing slash (Baasic's SDKs add one) is the same route.
     route = request.match_info.route
     resource = route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    return resource.canonical.rstrip("/") or "/" if resource is not None else "unmatched"
 
 
 @web.middleware

@@ -18,7 +18,8 @@ def test_the_document_is_valid_openapi_3_1():
 def test_every_gateway_route_is_described(settings):
     app = create_app(settings)
     routes = {
-        (route.method.lower(), route.resource.canonical)
+        # A route with a trailing slash (for Baasic's SDKs) is the route without it.
+        (route.method.lower(), route.resource.canonical.rstrip("/") or "/")
         for route in app.router.routes()
         if route.method != "HEAD"
     }
