@@ -21,6 +21,23 @@ async def _with_pool(settings: Settings, action):
         await pool.close()
 
 
+def _tenant_json(tenant: tenants.Tenant, **extra: str) -> str:
+    return json.dumps(
+        {
+            "id": str(tenant.id),
+            "name": tenant.name,
+            **extra,
+            "registrationEnabled": tenant.registration_enabled,
+            "captcha": tenant.captcha,
+            "activationUrlPrefixes": list(tenant.activation_url_prefixes),
+            "duplicates": tenant.duplicates,
+            "defaultLocale": tenant.default_locale,
+            "mailFrom": tenant.mail_from,
+            "allowedOrigins": list(tenant.allowed_origins),
+        }
+    )
+
+
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
     async def action(pool):
         return await tenants.create_tenant(
@@ -32,24 +49,37 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
             duplicates=args.duplicates,
             default_locale=args.default_locale,
             mail_from=args.mail_from,
+            allowed_origins=args.allowed_origin or [],
         )
 
     tenant, api_key = asyncio.run(_with_pool(settings, action))
-    print(
-        json.dumps(
-            {
-                "id": str(tenant.id),
-                "name": tenant.name,
-                "apiKey": api_key,
-                "registrationEnabled": tenant.registration_enabled,
-                "captcha": tenant.captcha,
-                "activationUrlPrefixes": list(tenant.activation_url_prefixes),
-                "duplicates": tenant.duplicates,
-                "defaultLocale": tenant.default_locale,
-                "mailFrom": tenant.mail_from,
-            }
+    print(_tenant_json(tenant, apiKey=api_key))
+
+
+def cmd_tenant_update(settings: Settings, args: argparse.Namespace) -> None:
+    """Only the options given change; a repeatable option given replaces the whole list."""
+    changes = {
+        column: value
+        for column, value in (
+            ("name", args.name),
+            ("registration_enabled", args.registration),
+            ("captcha", args.captcha),
+            ("activation_url_prefixes", args.activation_url_prefix),
+            ("duplicates", args.duplicates),
+            ("default_locale", args.default_locale),
+            ("mail_from", args.mail_from),
+            ("allowed_origins", [] if args.no_allowed_origins else args.allowed_origin),
         )
-    )
+        if value is not None
+    }
+
+    async def action(pool):
+        return await tenants.update_tenant(pool, args.tenant_id, **changes)
+
+    tenant = asyncio.run(_with_pool(settings, action))
+    if tenant is None:
+        sys.exit(f"no tenant with id {args.tenant_id}")
+    print(_tenant_json(tenant))
 
 
 def cmd_tenant_rotate_key(settings: Settings, args: argparse.Namespace) -> None:

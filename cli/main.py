@@ -9,7 +9,7 @@ from babel import Locale, UnknownLocaleError
 
 from cli import admin, serve
 from cli.workers import WORKERS
-from service import links, logs
+from service import links, logs, origins
 from service.settings import Settings
 
 
@@ -34,6 +34,13 @@ def _prefix(value: str) -> str:
     except links.LinkError as exc:
         raise argparse.ArgumentTypeError(f"activation URL prefix {value!r} {exc}") from None
     return value
+
+
+def _origin(value: str) -> str:
+    try:
+        return origins.normalize(value)
+    except origins.OriginError as exc:
+        raise argparse.ArgumentTypeError(f"allowed origin {value!r} {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicates", choices=["conflict", "silent"], default="conflict")
     p.add_argument("--default-locale", type=_locale, default="en")
     p.add_argument("--mail-from", metavar="ADDRESS", help="From: of this tenant's email")
+    p.add_argument("--allowed-origin", action="append", metavar="ORIGIN", type=_origin)
     p.set_defaults(func=admin.cmd_tenant_create)
+    p = tenant.add_parser(
+        "update", help="change a tenant's settings (only the options given); prints it"
+    )
+    p.add_argument("tenant_id", type=_uuid, metavar="TENANT_ID")
+    p.add_argument("--name")
+    switch = p.add_mutually_exclusive_group()
+    switch.add_argument("--registration", dest="registration", action="store_true", default=None)
+    switch.add_argument("--no-registration", dest="registration", action="store_false")
+    p.add_argument("--captcha", choices=["none", "pow"])
+    p.add_argument("--activation-url-prefix", action="append", metavar="URL", type=_prefix)
+    p.add_argument("--duplicates", choices=["conflict", "silent"])
+    p.add_argument("--default-locale", type=_locale)
+    p.add_argument("--mail-from", metavar="ADDRESS")
+    origins_group = p.add_mutually_exclusive_group()
+    origins_group.add_argument("--allowed-origin", action="append", metavar="ORIGIN", type=_origin)
+    origins_group.add_argument(
+        "--no-allowed-origins", action="store_true", help="allow no browser origin"
+    )
+    p.set_defaults(func=admin.cmd_tenant_update)
     p = tenant.add_parser("rotate-key", help="give a tenant a new API key; the old one stops")
     p.add_argument("tenant_id", type=_uuid, metavar="TENANT_ID")
     p.set_defaults(func=admin.cmd_tenant_rotate_key)

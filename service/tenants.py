@@ -9,7 +9,7 @@ from typing import Literal
 
 import asyncpg
 
-from service import links, tokens
+from service import links, origins, tokens
 
 CaptchaMode = Literal["none", "pow"]
 DuplicatesMode = Literal["conflict", "silent"]
@@ -26,6 +26,7 @@ class Tenant:
     default_locale: str
     secret: bytes
     mail_from: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser origins (service.origins), for CORS
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Tenant:
@@ -39,6 +40,7 @@ class Tenant:
             default_locale=row["default_locale"],
             secret=bytes(row["secret"]),
             mail_from=row["mail_from"],
+            allowed_origins=tuple(row["allowed_origins"]),
         )
 
     def activation_url_problem(self, url: str) -> str | None:
@@ -71,19 +73,22 @@ async def create_tenant(
     duplicates: DuplicatesMode = "conflict",
     default_locale: str = "en",
     mail_from: str | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> tuple[Tenant, str]:
     """Create a tenant with its default `User` role; returns it and its API key (shown once).
 
-    ValueError when a prefix is not an https (or local http) URL (service.links)."""
+    ValueError when a prefix is not an https (or local http) URL (service.links), or an
+    allowed origin is not scheme://host[:port] (service.origins)."""
     check_prefixes(activation_url_prefixes)
+    allowed = origins.normalize_all(allowed_origins or [])
     api_key = tokens.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """
             INSERT INTO tenants (id, name, api_key_hash, registration_enabled, captcha,
                                  activation_url_prefixes, duplicates, default_locale, secret,
-                                 mail_from)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                 mail_from, allowed_origins)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             RETURNING *
             """,
             uuid.uuid4(),
@@ -96,6 +101,7 @@ async def create_tenant(
             default_locale,
             tokens.new_secret().encode(),
             mail_from,
+            allowed,
         )
         await conn.execute(
             "INSERT INTO roles (id, tenant_id, name, description) VALUES ($1, $2, 'User', $3)",
@@ -115,6 +121,43 @@ async def find_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
         "SELECT * FROM tenants WHERE api_key_hash = $1 AND api_key_revoked_at IS NULL",
         tokens.hash_secret(api_key),
     )
+    return Tenant.from_row(row) if row else None
+
+
+# What `update_tenant` may change (the columns of `registrar tenant update`).
+UPDATABLE = (
+    "name",
+    "registration_enabled",
+    "captcha",
+    "activation_url_prefixes",
+    "duplicates",
+    "default_locale",
+    "mail_from",
+    "allowed_origins",
+)
+
+
+async def update_tenant(pool: asyncpg.Pool, tenant_id: uuid.UUID, **changes) -> Tenant | None:
+    """Change some of a tenant's settings (UPDATABLE); the tenant as it is now, or None
+    when there is no such tenant. Gateways forget their cached copy at once (migration
+    0009). ValueError for an unknown setting, a bad prefix or origin."""
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    if "activation_url_prefixes" in changes:
+        check_prefixes(changes["activation_url_prefixes"])
+    if "allowed_origins" in changes:
+        changes["allowed_origins"] = origins.normalize_all(changes["allowed_origins"])
+    if not changes:
+        row = await pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
+    else:
+        columns = list(changes)  # names from UPDATABLE only, never from the caller's text
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
+        row = await pool.fetchrow(
+            f"UPDATE tenants SET {assignments} WHERE id = $1 RETURNING *",
+            tenant_id,
+            *(changes[name] for name in columns),
+        )
     return Tenant.from_row(row) if row else None
 
 

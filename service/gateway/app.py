@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from service import amqp, captcha, metrics, outcomes, startup
-from service.gateway import accept, activation, health, invite, openapi, register
+from service.gateway import accept, activation, cors, health, invite, openapi, register
 from service.gateway.keys import (
     INTAKE,
     LIMITER,
@@ -88,14 +88,17 @@ async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
 class _BaasicRoutes:
     """Baasic's SDKs add a trailing slash to many routes (`…/activate/{token}/`): every
     Baasic-shaped route answers with and without it (SPEC §3), the same handler, no
-    redirect (a redirected PUT from a browser would need a second preflight)."""
+    redirect (a redirected PUT from a browser would need a second preflight); and each
+    answers CORS preflights (service.gateway.cors)."""
 
     def __init__(self, router: web.UrlDispatcher) -> None:
         self._router = router
 
     def add(self, method: str, path: str, handler) -> None:
-        self._router.add_route(method, path, handler)
-        self._router.add_route(method, path + "/", handler)
+        for variant in (path, path + "/"):
+            self._router.add_route(method, variant, handler)
+            # Browsers ask first (CORS preflight) when a page of another origin calls.
+            self._router.add_route("OPTIONS", variant, cors.preflight)
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.Application:
@@ -106,7 +109,10 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     """
     if not settings.seal_public_key:
         raise ValueError("REGISTRAR_SEAL_PUBLIC_KEY is not set (see `registrar keys generate`)")
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[cors.cors_middleware, problem_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app[SUPERVISOR] = supervisor or Supervisor(
         asyncio.Event(), backoff_max=settings.restart_backoff_max_s

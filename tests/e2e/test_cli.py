@@ -81,12 +81,39 @@ async def test_tenant_rotate_key_prints_a_new_key_and_the_old_one_answers_401(se
         return f"{service.base_url}/{key}/register/resend"
 
     async with http.post(resend(tenant["apiKey"]), json={"email": "a@example.com"}) as r:
-        assert r.status == 401  # at once: keys are looked up per request
+        assert r.status == 401  # gateways forget a changed tenant on its NOTIFY
     async with http.post(resend(rotated["apiKey"]), json={"email": "a@example.com"}) as r:
         assert r.status == 204
 
     unknown = run_cli("tenant", "rotate-key", str(uuid.uuid4()), env=service.env)
     assert unknown.returncode != 0 and "no tenant" in unknown.stderr and not unknown.stdout
+
+
+async def test_tenant_update_changes_only_what_it_is_given(service, http):
+    tenant = service.cli("tenant", "create", "Updated", "--allowed-origin", "https://A.example/")
+    assert tenant["allowedOrigins"] == ["https://a.example"]
+    updated = service.cli(
+        "tenant", "update", tenant["id"], "--duplicates", "silent",
+        "--allowed-origin", "https://b.example", "--allowed-origin", "http://localhost:3000",
+    )  # fmt: skip
+    assert updated["allowedOrigins"] == ["https://b.example", "http://localhost:3000"]
+    assert updated["duplicates"] == "silent" and updated["captcha"] == tenant["captcha"]
+    assert "apiKey" not in updated
+    cleared = service.cli("tenant", "update", tenant["id"], "--no-allowed-origins")
+    assert cleared["allowedOrigins"] == [] and cleared["duplicates"] == "silent"
+
+    preflight = {"Origin": "https://b.example", "Access-Control-Request-Method": "POST"}
+    async with http.options(
+        f"{service.base_url}/{tenant['apiKey']}/register", headers=preflight
+    ) as r:
+        assert r.status == 403  # no origin is listed any more
+
+    bad = run_cli(
+        "tenant", "update", tenant["id"], "--allowed-origin", "https://x/y", env=service.env
+    )
+    assert bad.returncode == 2 and "allowed origin" in bad.stderr
+    unknown = run_cli("tenant", "update", str(uuid.uuid4()), "--name", "x", env=service.env)
+    assert unknown.returncode != 0 and "no tenant" in unknown.stderr
 
 
 def test_token_list_prints_json_lines_without_the_token(service):
