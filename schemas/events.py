@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from schemas.ids import uuid7
+
 SOURCE = "urn:registrar"
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -184,7 +186,7 @@ class CloudEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     specversion: Literal["1.0"] = "1.0"
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=uuid7)
     source: str = SOURCE
     type: str
     subject: str | None = None

@@ -24,6 +24,7 @@ import asyncpg
 
 from schemas.events import CloudEvent, InviteRequested, RegisterRequested, envelope
 from schemas.http import RegisterRequest
+from schemas.ids import uuid7
 from service import captcha, commands, registrations
 from service.amqp import BrokerUnavailable, Publisher
 from service.errors import CaptchaFailed, IdempotencyKeyReused
@@ -132,7 +133,7 @@ async def submit_registration(
         )
     # Most requests are new: record first, and look for an earlier one only when the
     # Idempotency-Key turns out to be taken (one round trip for a new request).
-    command = register_command(submission, uuid.uuid4(), public_key=public_key)
+    command = register_command(submission, uuid7(), public_key=public_key)
     pending = _pending(submission, command)
     recorded = await intake.record(pending)
     if not recorded.inserted:

@@ -18,6 +18,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import EmailRequested
+from schemas.ids import uuid7
 from service.outbox import add_event
 
 # Row columns of their own; every other field of EmailContent lives in `params`.
@@ -83,7 +84,7 @@ async def request_email(
 ) -> uuid.UUID:
     """Record the email and its `email.requested` command; both commit with the caller."""
     content = EmailContent(
-        email_id=uuid.uuid4(), tenant_id=tenant_id, kind=kind, to=to, locale=locale, **fields
+        email_id=uuid7(), tenant_id=tenant_id, kind=kind, to=to, locale=locale, **fields
     )
     await store_email(conn, content)
     await add_event(conn, content.command())

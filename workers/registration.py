@@ -15,6 +15,7 @@ from schemas.events import (
     RegistrationRejected,
     UserRegistered,
 )
+from schemas.ids import uuid7
 from service import outcomes
 from service.outbox import add_event, outbox_row
 from service.outcomes import announce
@@ -184,7 +185,7 @@ async def register_user(
             return
         user = await conn.fetchrow(
             INSERT_USER,
-            uuid.uuid4(),
+            uuid7(),
             data.tenant_id,
             data.user_name,
             data.email,
@@ -206,7 +207,7 @@ def _decision(
     data: RegisterRequested, user: asyncpg.Record, *, token_key: bytes, ttl: dt.timedelta
 ) -> tuple:
     """DECIDE's parameters."""
-    token_id = uuid.uuid4()
+    token_id = uuid7()
     registered = UserRegistered(
         user_id=user["id"],
         tenant_id=data.tenant_id,
@@ -221,7 +222,7 @@ def _decision(
         request_id=data.request_id,
     )
     email = EmailContent(
-        email_id=uuid.uuid4(),
+        email_id=uuid7(),
         tenant_id=data.tenant_id,
         kind="activation",
         to=data.email,

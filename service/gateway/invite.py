@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 from pydantic import BaseModel
 
 from schemas.events import InviteRequested
 from schemas.http import InviteRegisterRequest, InviteRequest
+from schemas.ids import uuid7
 from service import tenants
 from service.errors import ValidationFailed
 from service.gateway.auth import bearer_token, enforce_rate_limit, enforce_tenant_rate_limit
@@ -35,7 +34,7 @@ async def _invite(request: web.Request, model: type[BaseModel]) -> web.Response:
             errors=[{"field": "roleId", "message": "unknown role"}],
         )
     data = InviteRequested(
-        request_id=uuid.uuid4(),
+        request_id=uuid7(),
         tenant_id=tenant.id,
         email=form.email,
         locale=form.locale or tenant.default_locale,
