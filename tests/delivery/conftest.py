@@ -51,6 +51,9 @@ async def delivery_settings(settings: Settings, amqp_connection) -> AsyncIterato
     await db.migrate(own.database_url)
     yield own
     await drop_topology(amqp_connection, own.amqp_prefix, retry_delays=RETRY_DELAYS)
+    # Processes some tests start with the default settings declare the default retry
+    # queues under the same prefix.
+    await drop_topology(amqp_connection, own.amqp_prefix)
     await drop_database(own.database_url)
 
 
