@@ -301,98 +301,112 @@ async def door_phase(options: Options, seconds: float) -> tuple[float, float]:
 # --- 3. the pipeline --------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def running(
+    env: Environment,
+    what: str,
+    process_env: dict[str, str] | None = None,
+    *,
+    remove_logs: bool = False,
+):
+    """A gateway and one `worker all` (ready), the event tracker and a client; stopped on
+    the way out, saying so when a process exited with an error (its logs are kept; with
+    `remove_logs`, clean runs' logs are removed)."""
+    service = Service(process_env or env.env, env.root / what, workers=1)
+    tracker = Tracker(env)
+    try:
+        await service.start()
+        await tracker.start()
+        yield service, tracker, Client("127.0.0.1", service.port)
+    finally:
+        await tracker.stop()
+        codes = service.stop()
+        if any(codes.values()):
+            progress(f"{what}: processes exited {codes}; logs in {service.log_dir}")
+        elif remove_logs:
+            env.remove_logs()
+
+
 async def pipeline_phases(options: Options, args, door_rps: float) -> dict[str, float]:
     figures: dict[str, float] = {}
-    async with Environment(options) as env:
-        service = Service(env.env, env.root / "pipeline", workers=1)
-        tracker = Tracker(env)
+    async with (
+        Environment(options) as env,
+        running(env, "pipeline", remove_logs=True) as (_, tracker, client),
+    ):
+        api_key = env.tenant["apiKey"]
+
+        # Closed loop: 16 clients, each POSTs and waits for its completion.
+        progress(f"pipeline: 16 closed-loop clients for {args.pipeline_s:.0f}s")
+        build = builder(api_key, f"p{uuid.uuid4().hex[:6]}.")
+        completed: list[float] = []
+
+        async def until_complete(sample: Sample) -> None:
+            if sample.status == 202 and await tracker.wait(sample.email, 60):
+                completed.append(tracker.completed_at(sample.email))
+
+        warm = builder(api_key, f"w{uuid.uuid4().hex[:6]}.")
+        await client.closed_loop(warm, 16, 3.0, after=until_complete)  # warm-up
+        completed.clear()
+        started = time.perf_counter()
+        await client.closed_loop(build, 16, args.pipeline_s, after=until_complete)
+        window = [t for t in completed if t <= started + args.pipeline_s]
+        figures["pipeline_rps"] = len(window) / args.pipeline_s
+        progress(f"pipeline: {figures['pipeline_rps']:.1f} completed registrations/s")
+
+        # Open loop at half door_rps, respond-async latency.
+        rate = max(1.0, door_rps / 2)
+        progress(f"accept: open loop at {rate:.0f}/s for {args.accept_s:.0f}s")
+        client.samples.clear()
+        build = builder(api_key, f"a{uuid.uuid4().hex[:6]}.")
+        await client.open_loop(build, rate, args.accept_s)
+        accepted = ok(client.samples)
+        figures["accept_p99_ms"] = p99_ms([s.done - s.start for s in accepted])
+        progress(f"accept: p99 {figures['accept_p99_ms']:.1f} ms; draining the backlog")
+        await tracker.drain(
+            [s.email for s in accepted], args.drain_s, what="accept backlog", stall_s=30
+        )
+
+        # Open loop at half pipeline_rps, POST -> user.registered.
+        rate = max(1.0, figures["pipeline_rps"] / 2)
+        progress(f"e2e: open loop at {rate:.1f}/s for {args.e2e_s:.0f}s")
+        client.samples.clear()
+        build = builder(api_key, f"e{uuid.uuid4().hex[:6]}.")
+        await client.open_loop(build, rate, args.e2e_s)
+        accepted = ok(client.samples)
+        await tracker.drain([s.email for s in accepted], 60, what="e2e")
+        latencies = [
+            tracker.events[s.email] - s.start for s in accepted if s.email in tracker.events
+        ]
+        if len(latencies) < len(accepted):
+            progress(f"e2e: {len(accepted) - len(latencies)} events never seen")
+        figures["e2e_p99_ms"] = p99_ms(latencies)
+        progress(f"e2e: p99 {figures['e2e_p99_ms']:.1f} ms")
+
+        # Burst.
+        progress(f"burst: {args.burst} registrations at once")
+        client.samples.clear()
+        build = builder(api_key, f"b{uuid.uuid4().hex[:6]}.")
+        started = time.perf_counter()
         try:
-            await service.start()
-            await tracker.start()
-            api_key = env.tenant["apiKey"]
-            client = Client("127.0.0.1", service.port)
-
-            # Closed loop: 16 clients, each POSTs and waits for its completion.
-            progress(f"pipeline: 16 closed-loop clients for {args.pipeline_s:.0f}s")
-            build = builder(api_key, f"p{uuid.uuid4().hex[:6]}.")
-            completed: list[float] = []
-
-            async def until_complete(sample: Sample) -> None:
-                if sample.status == 202 and await tracker.wait(sample.email, 60):
-                    completed.append(tracker.completed_at(sample.email))
-
-            warm = builder(api_key, f"w{uuid.uuid4().hex[:6]}.")
-            await client.closed_loop(warm, 16, 3.0, after=until_complete)  # warm-up
-            completed.clear()
-            started = time.perf_counter()
-            await client.closed_loop(build, 16, args.pipeline_s, after=until_complete)
-            window = [t for t in completed if t <= started + args.pipeline_s]
-            figures["pipeline_rps"] = len(window) / args.pipeline_s
-            progress(f"pipeline: {figures['pipeline_rps']:.1f} completed registrations/s")
-
-            # Open loop at half door_rps, respond-async latency.
-            rate = max(1.0, door_rps / 2)
-            progress(f"accept: open loop at {rate:.0f}/s for {args.accept_s:.0f}s")
-            client.samples.clear()
-            build = builder(api_key, f"a{uuid.uuid4().hex[:6]}.")
-            await client.open_loop(build, rate, args.accept_s)
-            accepted = ok(client.samples)
-            figures["accept_p99_ms"] = p99_ms([s.done - s.start for s in accepted])
-            progress(f"accept: p99 {figures['accept_p99_ms']:.1f} ms; draining the backlog")
-            await tracker.drain(
-                [s.email for s in accepted], args.drain_s, what="accept backlog", stall_s=30
+            await asyncio.wait_for(
+                client.burst(build, args.burst, args.burst_connections), args.drain_s
             )
-
-            # Open loop at half pipeline_rps, POST -> user.registered.
-            rate = max(1.0, figures["pipeline_rps"] / 2)
-            progress(f"e2e: open loop at {rate:.1f}/s for {args.e2e_s:.0f}s")
-            client.samples.clear()
-            build = builder(api_key, f"e{uuid.uuid4().hex[:6]}.")
-            await client.open_loop(build, rate, args.e2e_s)
-            accepted = ok(client.samples)
-            await tracker.drain([s.email for s in accepted], 60, what="e2e")
-            latencies = [
-                tracker.events[s.email] - s.start for s in accepted if s.email in tracker.events
-            ]
-            if len(latencies) < len(accepted):
-                progress(f"e2e: {len(accepted) - len(latencies)} events never seen")
-            figures["e2e_p99_ms"] = p99_ms(latencies)
-            progress(f"e2e: p99 {figures['e2e_p99_ms']:.1f} ms")
-
-            # Burst.
-            progress(f"burst: {args.burst} registrations at once")
-            client.samples.clear()
-            build = builder(api_key, f"b{uuid.uuid4().hex[:6]}.")
-            started = time.perf_counter()
-            try:
-                await asyncio.wait_for(
-                    client.burst(build, args.burst, args.burst_connections), args.drain_s
-                )
-            except TimeoutError:
-                progress(f"burst: not all answered within {args.drain_s:.0f}s")
-            samples = list(client.samples)
-            accepted = ok(samples)
-            answered = [s.done for s in samples]
-            figures["burst_accept_s"] = (max(answered) - started) if answered else float("nan")
-            progress(
-                f"burst: {len(accepted)} accepted in {figures['burst_accept_s']:.1f}s; draining"
-            )
-            emails = [s.email for s in accepted]
-            await tracker.drain(emails, args.drain_s, what="burst", stall_s=60)
-            done = [tracker.completed_at(e) for e in emails]
-            done = [t for t in done if t is not None]
-            figures["burst_complete_s"] = (max(done) - started) if done else float("nan")
-            figures["burst_lost"] = len(accepted) - len(done)
-            if len(accepted) < args.burst:
-                progress(f"burst: {args.burst - len(accepted)} requests were not accepted")
-            draw_burst([s.done - started for s in accepted], [t - started for t in done])
-        finally:
-            await tracker.stop()
-            codes = service.stop()
-            if any(codes.values()):
-                progress(f"processes exited {codes}; logs in {service.log_dir}")
-            else:
-                env.remove_logs()
+        except TimeoutError:
+            progress(f"burst: not all answered within {args.drain_s:.0f}s")
+        samples = list(client.samples)
+        accepted = ok(samples)
+        answered = [s.done for s in samples]
+        figures["burst_accept_s"] = (max(answered) - started) if answered else float("nan")
+        progress(f"burst: {len(accepted)} accepted in {figures['burst_accept_s']:.1f}s; draining")
+        emails = [s.email for s in accepted]
+        await tracker.drain(emails, args.drain_s, what="burst", stall_s=60)
+        done = [tracker.completed_at(e) for e in emails]
+        done = [t for t in done if t is not None]
+        figures["burst_complete_s"] = (max(done) - started) if done else float("nan")
+        figures["burst_lost"] = len(accepted) - len(done)
+        if len(accepted) < args.burst:
+            progress(f"burst: {args.burst - len(accepted)} requests were not accepted")
+        draw_burst([s.done - started for s in accepted], [t - started for t in done])
     return figures
 
 

@@ -55,6 +55,7 @@ import asyncpg  # noqa: E402
 from _load import Client  # noqa: E402
 from _scale import (  # noqa: E402
     COLUMNS,
+    SEEDED,
     SeedContext,
     append_row,
     buffers,
@@ -65,7 +66,7 @@ from _scale import (  # noqa: E402
     summarize,
 )
 from argon2 import PasswordHasher  # noqa: E402
-from run import LIMITS, Tracker, builder, fmt, identity, ok  # noqa: E402
+from run import LIMITS, Tracker, builder, fmt, identity, ok, running  # noqa: E402
 
 from service import tokens  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -82,15 +83,6 @@ CHEAP_ARGON2 = (
     ("REGISTRAR_ARGON2_MEMORY_KIB", "64"),
     ("REGISTRAR_ARGON2_TIME_COST", "1"),
     ("REGISTRAR_ARGON2_PARALLELISM", "1"),
-)
-TABLES = (
-    "users",
-    "user_roles",
-    "registration_requests",
-    "activation_tokens",
-    "emails",
-    "outbox",
-    "processed_messages",
 )
 
 
@@ -169,7 +161,7 @@ async def seed(env: Environment, start: int, stop: int) -> float:
                 raise
         copied = time.perf_counter() - began
         progress(f"seed: {stop - start:,} users copied in {copied:.0f}s; VACUUM ANALYZE")
-        await conn.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(SEEDED)}")
     finally:
         await conn.close()
     elapsed = time.perf_counter() - began
@@ -183,7 +175,7 @@ async def table_sizes(database_url: str) -> dict[str, float]:
     try:
         sizes = {
             table: await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
-            for table in TABLES
+            for table in SEEDED
         }
         sizes["database"] = await conn.fetchval("SELECT pg_database_size(current_database())")
     finally:
@@ -290,12 +282,7 @@ async def forget_door(env: Environment) -> None:
 async def latency_phase(env: Environment, size: int, args) -> dict[str, float]:
     """POST -> user.registered (respond-async) and the waiting POST, open loop."""
     figures: dict[str, float] = {}
-    service = Service(env.env, env.root / f"latency-{size}", workers=1)
-    tracker = Tracker(env)
-    try:
-        await service.start()
-        await tracker.start()
-        client = Client("127.0.0.1", service.port)
+    async with running(env, f"latency-{size}") as (_, tracker, client):
         api_key = env.tenant["apiKey"]
 
         async def e2e(rate: float, seconds: float, what: str) -> list[float]:
@@ -336,11 +323,6 @@ async def latency_phase(env: Environment, size: int, args) -> dict[str, float]:
             f"p99 {figures['sync_p99_ms']:.1f} ms"
         )
         await tracker.drain([s.email for s in answered], 60, what="sync")
-    finally:
-        await tracker.stop()
-        codes = service.stop()
-        if any(codes.values()):
-            progress(f"latency: processes exited {codes}; logs in {service.log_dir}")
     return figures
 
 
@@ -617,12 +599,7 @@ async def push(client: Client, tracker: Tracker, api_key: str, count: int, what:
 async def memory_phase(env: Environment, args) -> dict[str, float]:
     figures: dict[str, float] = {}
     process_env = {**env.env, **dict(CHEAP_ARGON2), "REGISTRAR_LOG_LEVEL": args.memory_log_level}
-    service = Service(process_env, env.root / "memory", workers=1)
-    tracker = Tracker(env)
-    try:
-        await service.start()
-        await tracker.start()
-        client = Client("127.0.0.1", service.port)
+    async with running(env, "memory", process_env) as (service, tracker, client):
         api_key = env.tenant["apiKey"]
         pids = {"gateway": service.gateway.popen.pid, "worker": service.workers[0].popen.pid}
         await push(client, tracker, api_key, args.memory_warmup, "memory warm-up", 300, pids)
@@ -650,7 +627,7 @@ async def memory_phase(env: Environment, args) -> dict[str, float]:
             figures[f"rss_{name}_mb_after"], figures[f"rss_{name}_mb_peak"] = rss_mb(pid)
         sizes = await table_sizes(env.database_url)
         figures["db_mb_after"] = sizes["database"]
-        for table in TABLES:
+        for table in SEEDED:
             figures[f"table_mb_{table}"] = sizes[table]
         progress(
             f"memory: {done:,} registrations in {seconds:.0f}s; RSS gateway "
@@ -658,11 +635,6 @@ async def memory_phase(env: Environment, args) -> dict[str, float]:
             f" MB, worker {figures['rss_worker_mb_before']:.1f} -> "
             f"{figures['rss_worker_mb_after']:.1f} MB"
         )
-    finally:
-        await tracker.stop()
-        codes = service.stop()
-        if any(codes.values()):
-            progress(f"memory: processes exited {codes}; logs in {service.log_dir}")
     return figures
 
 
