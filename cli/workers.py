@@ -52,6 +52,7 @@ class Keys:
     private_key: str
     activation: bytes
     invitation: bytes
+    recovery: bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keys:
@@ -68,6 +69,7 @@ class Keys:
             private_key=private_key,
             activation=derive_secret(private_key, "activation-token"),
             invitation=derive_secret(private_key, "invitation-token"),
+            recovery=derive_secret(private_key, "recovery-token"),
         )
 
 

@@ -81,6 +81,41 @@ class InvitationAcceptRequested(Command):
     sealed_password: str
 
 
+class PasswordRecoveryRequested(Command):
+    """Command from the gateway: mail a recovery link to the user with this userName or
+    email, if there is one (the caller always gets 201)."""
+
+    tenant_id: uuid.UUID
+    login: str
+    recover_url: str
+
+
+class PasswordResetRequested(Command):
+    """Command from the gateway: set this password for the owner of this recovery token
+    (identified by its row id), consuming it."""
+
+    token_id: uuid.UUID
+    tenant_id: uuid.UUID
+    sealed_password: str
+
+
+class PasswordChangeRequested(Command):
+    """Command from the gateway: set this password for this user (the gateway checked the
+    caller's right to, and the old password where one was needed)."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    sealed_password: str
+    send_mail_notification: bool = True
+
+
+class AccountDeleteRequested(Command):
+    """Command from the gateway: erase this account (the gateway checked its password)."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+
+
 class InvitationSent(EventData):
     invitation_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -104,7 +139,7 @@ class UserRegistered(EventData):
     locale: str
     is_approved: bool
     roles: list[str]
-    source: Literal["self", "invitation"]
+    source: Literal["self", "invitation", "admin"]
     registered_at: datetime
     request_id: uuid.UUID | None = None
 
@@ -119,6 +154,31 @@ class RegistrationRejected(EventData):
     request_id: uuid.UUID
     tenant_id: uuid.UUID
     reason: Literal["email_taken", "username_taken", "captcha_replayed", "invalid_request"]
+
+
+class UserPasswordChanged(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    at: datetime
+    # `recovery` (a reset link), `self` (the user, with the old password) or `admin`.
+    via: Literal["recovery", "self", "admin"]
+
+
+class UserLocked(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    at: datetime
+    # Until when (a lock-out after failed logins); None: until an administrator unlocks.
+    locked_until: datetime | None = None
+    reason: Literal["failed_logins", "admin"]
+
+
+class UserDeleted(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    at: datetime
+    # `self` (the user deleted their account) or `admin`.
+    by: Literal["self", "admin"]
 
 
 class EmailRequested(Command):
@@ -162,6 +222,19 @@ EVENTS: dict[str, tuple[str, type[EventData]]] = {
     "user.registered": ("registrar.user.registered.v1", UserRegistered),
     "user.activated": ("registrar.user.activated.v1", UserActivated),
     "registration.rejected": ("registrar.registration.rejected.v1", RegistrationRejected),
+    "password.recovery.requested": (
+        "registrar.password.recovery.requested.v1",
+        PasswordRecoveryRequested,
+    ),
+    "password.reset.requested": ("registrar.password.reset.requested.v1", PasswordResetRequested),
+    "password.change.requested": (
+        "registrar.password.change.requested.v1",
+        PasswordChangeRequested,
+    ),
+    "account.delete.requested": ("registrar.account.delete.requested.v1", AccountDeleteRequested),
+    "user.password_changed": ("registrar.user.password_changed.v1", UserPasswordChanged),
+    "user.locked": ("registrar.user.locked.v1", UserLocked),
+    "user.deleted": ("registrar.user.deleted.v1", UserDeleted),
     "email.requested": ("registrar.email.requested.v1", EmailRequested),
     "email.delivered": ("registrar.email.delivered.v1", EmailDelivered),
     "email.failed": ("registrar.email.failed.v1", EmailFailed),

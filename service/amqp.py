@@ -34,7 +34,15 @@ log = logging.getLogger(__name__)
 # queue role -> command routing keys it consumes (bound on `{prefix}.commands` only).
 # Each role gets `{prefix}.{role}`, a DLQ and retry queues.
 QUEUE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "registration": ("register.requested", "activation.requested", "activation.resend.requested"),
+    "registration": (
+        "register.requested",
+        "activation.requested",
+        "activation.resend.requested",
+        "password.recovery.requested",
+        "password.reset.requested",
+        "password.change.requested",
+        "account.delete.requested",
+    ),
     "invitation": ("invite.requested", "invitation.accept.requested"),
     "mailer": ("email.requested",),
 }

@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     hash_nice: int = Field(default=10, ge=0, le=19)
 
+    # Login (SPEC §10): access tokens live this long (a sliding one, this long after its
+    # last use); this many failed logins within 15 minutes lock the account this long.
+    token_ttl_s: int = Field(default=7200, ge=60)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_s: int = Field(default=900, ge=1)
+    lockout_s: int = Field(default=900, ge=1)
+    # Per gateway process: login attempts per user name and per client address.
+    login_rate_limit_per_minute: int = Field(default=30, ge=1)
+    login_rate_limit_burst: int = Field(default=10, ge=1)
+    # Password checks (login, old password, delete) in the gateway: at most this many
+    # argon2 verifications at once, on their own threads, and at most `_queue` waiting for
+    # one; beyond that a request gets 503 at once instead of piling up behind a storm.
+    password_check_threads: int = Field(default=1, ge=1, le=64)
+    password_check_queue: int = Field(default=64, ge=0)
+    recovery_ttl_s: int = Field(default=3600, ge=60)
+
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)
     # Pauses before each retry of a failed message (then it is dead-lettered).

@@ -43,6 +43,13 @@ class EmailContent(BaseModel):
     invitation_id: uuid.UUID | None = None
     expires_at: dt.datetime | None = None
     user_created_at: dt.datetime | None = None
+    # password_recovery: the tenant's recover URL (with {passwordRecoveryToken}) and the
+    # token's row id, from which the mailer re-derives the token.
+    recover_url: str | None = None
+    recovery_token_id: uuid.UUID | None = None
+    # password_changed: when; locked_out: until when.
+    changed_at: dt.datetime | None = None
+    locked_until: dt.datetime | None = None
 
     def command(self) -> EmailRequested:
         """The `email.requested` command naming this email (ids only)."""

@@ -51,6 +51,10 @@ def test_commands_are_not_documented():
         "activation.resend.requested",
         "invitation.accept.requested",
         "email.requested",
+        "password.recovery.requested",
+        "password.reset.requested",
+        "password.change.requested",
+        "account.delete.requested",
     } == COMMANDS
     for routing_key in COMMANDS:
         event_type, model = EVENTS[routing_key]
@@ -64,4 +68,7 @@ def test_commands_are_not_documented():
         "invitation.accepted",
         "email.delivered",
         "email.failed",
+        "user.password_changed",
+        "user.locked",
+        "user.deleted",
     } == PUBLIC_EVENTS

@@ -23,7 +23,14 @@ from schemas.events import (
     InviteRequested,
     RegisterRequested,
     RegistrationRejected,
+    AccountDeleteRequested,
+    PasswordChangeRequested,
+    PasswordRecoveryRequested,
+    PasswordResetRequested,
     UserActivated,
+    UserDeleted,
+    UserLocked,
+    UserPasswordChanged,
     UserRegistered,
     envelope,
     parse,
@@ -97,6 +104,25 @@ SAMPLES: dict[str, EventData] = {
         attempts=5,
         error="550 mailbox unavailable",
     ),
+    "password.recovery.requested": PasswordRecoveryRequested(
+        tenant_id=TENANT,
+        login="alice",
+        recover_url="https://app.example.com/r/{passwordRecoveryToken}",
+    ),
+    "password.reset.requested": PasswordResetRequested(
+        token_id=uuid.uuid4(), tenant_id=TENANT, sealed_password="c2VhbGVk"
+    ),
+    "password.change.requested": PasswordChangeRequested(
+        user_id=uuid.uuid4(), tenant_id=TENANT, sealed_password="c2VhbGVk"
+    ),
+    "account.delete.requested": AccountDeleteRequested(user_id=uuid.uuid4(), tenant_id=TENANT),
+    "user.password_changed": UserPasswordChanged(
+        user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, via="recovery"
+    ),
+    "user.locked": UserLocked(
+        user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, locked_until=WHEN, reason="failed_logins"
+    ),
+    "user.deleted": UserDeleted(user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, by="self"),
 }
 
 
@@ -200,7 +226,7 @@ def test_parse_rejects_a_type_that_does_not_match_the_routing_key() -> None:
 def test_parse_rejects_an_unknown_routing_key() -> None:
     body = wire(envelope(SAMPLES["user.activated"]))
     with pytest.raises(ValueError, match="unknown routing key"):
-        parse("user.deleted", body)
+        parse("user.vanished", body)
 
 
 def test_parse_tolerates_unknown_fields_in_data_and_envelope() -> None:
