@@ -10,6 +10,7 @@ import pytest
 
 from schemas.events import (
     EVENTS,
+    AccountDeleteRequested,
     ActivationRequested,
     ActivationResendRequested,
     CloudEvent,
@@ -21,12 +22,11 @@ from schemas.events import (
     InvitationAcceptRequested,
     InvitationSent,
     InviteRequested,
-    RegisterRequested,
-    RegistrationRejected,
-    AccountDeleteRequested,
     PasswordChangeRequested,
     PasswordRecoveryRequested,
     PasswordResetRequested,
+    RegisterRequested,
+    RegistrationRejected,
     UserActivated,
     UserDeleted,
     UserLocked,
