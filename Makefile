@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services test run lint fmt bench bench-parts bench-scale clean messages asyncapi faults fuzz
+.PHONY: help venv services sdk test run lint fmt bench bench-parts bench-scale clean messages asyncapi faults fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -30,7 +30,19 @@ $(STAMP): pyproject.toml
 services: ## make sure PostgreSQL and RabbitMQ are reachable (starts/installs them)
 	bash scripts/ensure-services.sh
 
-test: venv services ## run the test suite (PYTEST_ARGS='-k foo' to pass options)
+# Baasic's JavaScript SDK for tests/e2e/test_baasic_sdk.py; like the browser for the browser
+# tests, only where its runtime (node) is installed: elsewhere that test is skipped.
+SDK_DIR   := tests/sdk
+SDK_STAMP := $(SDK_DIR)/node_modules/.package-lock.json
+
+sdk: ## install tests/sdk's npm packages (Baasic's JavaScript SDK) when node and npm exist
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "make sdk: node/npm not installed; the Baasic SDK test will be skipped" >&2; \
+	elif [ ! -f $(SDK_STAMP) ] || [ $(SDK_DIR)/package-lock.json -nt $(SDK_STAMP) ]; then \
+		npm ci --prefix $(SDK_DIR) --ignore-scripts --no-audit --no-fund; \
+	fi
+
+test: venv services sdk ## run the test suite (PYTEST_ARGS='-k foo' to pass options)
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
@@ -56,7 +68,7 @@ bench-parts: venv services ## the older comparative benchmarks (bench/*_*.py), o
 		bench/mail_throughput.py; do echo "== $$f"; $(BIN)/python "$$f"; done
 
 clean: ## remove .venv, var/ and caches
-	rm -rf $(VENV) var .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) var .pytest_cache .ruff_cache build dist *.egg-info $(SDK_DIR)/node_modules
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 messages: venv ## re-extract translatable messages into service/locales/messages.pot
