@@ -19,7 +19,7 @@ import uuid
 import aiosmtplib
 from _report import free_port, print_ratios
 
-from workers.emails import EmailContent
+from service.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, render
 from workers.smtp import SmtpConfig, SmtpPool, SmtpSender
 

@@ -1,7 +1,7 @@
 """The mailer worker: renders the emails other workers ask for, in the recipient's
 language, and sends them.
 
-Everything it sends comes from its own `emails` row (workers/emails.py), looked up by the
+Everything it sends comes from its own `emails` row (service/emails.py), looked up by the
 command's (emailId, tenantId): the command names an email, it does not describe one."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from babel.dates import format_datetime
 
 from schemas.events import CloudEvent, EmailDelivered, EmailFailed, EmailRequested
 from service import i18n, metrics, tokens
+from service.emails import EmailContent, content_of
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event, outbox_row
 from service.supervisor import retry_transient
-from workers.emails import EmailContent, content_of
 
 log = logging.getLogger(__name__)
 

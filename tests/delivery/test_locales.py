@@ -10,9 +10,9 @@ import pytest
 
 from schemas.events import envelope
 from service import i18n
+from service.emails import EmailContent, store_email
 from service.sealing import derive_secret, generate_key_pair
 from workers import mailer
-from workers.emails import EmailContent, store_email
 from workers.smtp import SmtpConfig, SmtpSender
 
 SUBJECTS = {

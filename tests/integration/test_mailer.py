@@ -13,6 +13,7 @@ import pytest
 
 from schemas.events import CloudEvent, EmailRequested, InviteRequested, envelope, parse
 from service import invitations, tokens
+from service.emails import EmailContent, store_email
 from service.errors import PermanentError, RetryableError
 from service.sealing import derive_secret
 from service.settings import Settings
@@ -20,7 +21,6 @@ from service.tenants import Tenant
 from tests.conftest import free_port, text_of
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
 from workers import mailer
-from workers.emails import EmailContent, store_email
 from workers.invitation import invite_user
 from workers.registration import register_user
 from workers.smtp import SmtpConfig, SmtpSender

@@ -10,8 +10,8 @@ from email.message import EmailMessage
 import pytest
 
 from service import i18n, tokens
+from service.emails import EmailContent
 from service.errors import PermanentError
-from workers.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, activation_link, invitation_link, render
 
 KEY = b"worker-secret-for-activation-00"

@@ -12,7 +12,7 @@ import pytest
 from jinja2 import meta
 
 from service import i18n
-from workers.emails import EmailContent
+from service.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, context_for
 
 KINDS = ("activation", "invitation", "duplicate", "welcome", "username_taken")
