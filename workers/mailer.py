@@ -41,9 +41,11 @@ class MailSettings:
 
     activation_key: bytes
     invitation_key: bytes
+    recovery_key: bytes  # no default: tokens under an empty HMAC key could be guessed
     mail_from: str
     public_url: str
     activation_valid_hours: int
+    recovery_valid_minutes: int
     # How long a claim on an email keeps other copies from sending it.
     lease_s: float = 120.0
 

@@ -23,6 +23,7 @@ SUBJECTS = {
     "username_taken": ("That user name is taken", {}),
 }
 KEY = derive_secret(generate_key_pair()[1], "test")
+RECOVERY_KEY = derive_secret(generate_key_pair()[1], "recovery-token")
 
 
 def expected_subject(kind: str, locale: str) -> str:
@@ -61,9 +62,11 @@ async def deliver(pool, mailbox, data: EmailContent):
             settings=mailer.MailSettings(
                 activation_key=KEY,
                 invitation_key=KEY,
+                recovery_key=RECOVERY_KEY,
                 mail_from="x <x@example.com>",
                 public_url="http://127.0.0.1:8080",
                 activation_valid_hours=48,
+                recovery_valid_minutes=60,
             ),
         )
     finally:

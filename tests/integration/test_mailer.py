@@ -48,9 +48,11 @@ def mail_settings(token_key: bytes, settings: Settings, private_key: str) -> mai
     return mailer.MailSettings(
         activation_key=token_key,
         invitation_key=derive_secret(private_key, "invitation-token"),
+        recovery_key=derive_secret(private_key, "recovery-token"),
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=VALID_HOURS,
+        recovery_valid_minutes=max(1, int(settings.recovery_ttl_s // 60)),
         lease_s=settings.email_lease_s,
     )
 

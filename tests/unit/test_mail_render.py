@@ -16,15 +16,18 @@ from workers.mailer import MailSettings, Recipient, activation_link, invitation_
 
 KEY = b"worker-secret-for-activation-00"
 INVITATION_KEY = b"worker-secret-for-invitations-0"
+RECOVERY_KEY = b"worker-secret-for-recovery-0000"
 TOKEN_ID = uuid.UUID("6c1d1f9e-1b7a-4e33-9d55-5d2a8d4f0c11")
 INVITATION_ID = uuid.UUID("9a3c0d52-51f4-4b8e-9f0e-0c4d5e6f7a81")
 EXPIRES = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 SETTINGS = MailSettings(
     activation_key=KEY,
     invitation_key=INVITATION_KEY,
+    recovery_key=RECOVERY_KEY,
     mail_from="Registrar <noreply@example.com>",
     public_url="https://registrar.example/",
     activation_valid_hours=48,
+    recovery_valid_minutes=30,
 )
 ACME = Recipient(organization="Acme", default_locale="en")
 

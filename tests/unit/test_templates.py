@@ -20,9 +20,11 @@ PARTS = ("subject.txt", "txt", "html")
 SETTINGS = MailSettings(
     activation_key=b"k" * 32,
     invitation_key=b"i" * 32,
+    recovery_key=b"r" * 32,
     mail_from="x <x@example.com>",
     public_url="https://registrar.example",
     activation_valid_hours=48,
+    recovery_valid_minutes=60,
 )
 RECIPIENT = Recipient(organization="Acme", default_locale="en")
 # What the gateway's accept page views pass (service/gateway/accept.py).
