@@ -125,9 +125,11 @@ def mailer_handlers(
     mail_settings = mailer.MailSettings(
         activation_key=keys.activation,
         invitation_key=keys.invitation,
+        recovery_key=keys.recovery,
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=int(settings.activation_token_ttl_h),
+        recovery_valid_minutes=max(1, int(settings.recovery_ttl_s // 60)),
         lease_s=settings.email_lease_s,
     )
     return {
