@@ -19,7 +19,7 @@ import uuid
 import aiosmtplib
 from _report import free_port, print_ratios
 
-from workers.emails import EmailContent
+from service.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, render
 from workers.smtp import SmtpConfig, SmtpPool, SmtpSender
 
@@ -54,9 +54,11 @@ def messages(count: int):
     settings = MailSettings(
         activation_key=b"k" * 32,
         invitation_key=b"i" * 32,
+        recovery_key=b"r" * 32,
         mail_from="bench <bench@example.com>",
         public_url="http://127.0.0.1:8080",
         activation_valid_hours=48,
+        recovery_valid_minutes=60,
     )
     recipient = Recipient(organization="Bench", default_locale="en")
     return [

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = token.add_parser("create", help="create a bearer token; prints it once")
     p.add_argument("--tenant", type=_uuid, required=True)
-    p.add_argument("--scope", action="append", choices=["users:invite"])
+    p.add_argument("--scope", action="append", choices=list(SCOPES))
     p.set_defaults(func=admin.cmd_token_create)
     p = token.add_parser("list", help="a tenant's bearer tokens as JSON lines (never the token)")
     p.add_argument("--tenant", type=_uuid, required=True)
@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=admin.cmd_keys_generate
     )
     return parser
+
+
+# What a tenant's bearer token may be allowed: inviting (Blynk's organization API), and
+# reading or changing users (the back office; users:write also sets passwords).
+SCOPES = ("users:invite", "users:read", "users:write")
 
 
 def main(argv: list[str] | None = None) -> None:

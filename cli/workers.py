@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from functools import partial
 
 import asyncpg
-from argon2 import PasswordHasher, Type
 
 from service import amqp, metrics, startup
 from service.listen import Listener
+from service.passwords import HashPool, password_hasher
 from service.sealing import derive_secret, private_keys
 from service.settings import Settings
 from service.supervisor import Supervisor
-from workers import activation, invitation, mailer, outbox, registration
-from workers.passwords import HashPool
+from workers import accounts, activation, invitation, mailer, outbox, registration
 from workers.runner import Consumer, RetryPolicy
 from workers.smtp import SmtpConfig, SmtpPool
 
@@ -33,15 +32,6 @@ def resolve_names(names: list[str]) -> list[str]:
         if name not in WORKERS:
             raise SystemExit(f"unknown worker {name!r}; choose from {', '.join(WORKERS)} or all")
     return wanted
-
-
-def password_hasher(settings: Settings) -> PasswordHasher:
-    return PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_cost=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-        type=Type.ID,
-    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +83,20 @@ def registration_handlers(
             ttl=dt.timedelta(hours=settings.activation_token_ttl_h),
             interval=dt.timedelta(seconds=settings.resend_interval_s),
         ),
+        "password.recovery.requested": partial(
+            accounts.send_recovery_link,
+            pool=pool,
+            token_key=keys.recovery,
+            ttl=dt.timedelta(seconds=settings.recovery_ttl_s),
+            interval=dt.timedelta(seconds=settings.resend_interval_s),
+        ),
+        "password.reset.requested": partial(
+            accounts.reset_password, pool=pool, hasher=hashes, private_key=keys.private_key
+        ),
+        "password.change.requested": partial(
+            accounts.change_password, pool=pool, hasher=hashes, private_key=keys.private_key
+        ),
+        "account.delete.requested": partial(accounts.delete_account, pool=pool),
     }
 
 
@@ -121,9 +125,11 @@ def mailer_handlers(
     mail_settings = mailer.MailSettings(
         activation_key=keys.activation,
         invitation_key=keys.invitation,
+        recovery_key=keys.recovery,
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=int(settings.activation_token_ttl_h),
+        recovery_valid_minutes=max(1, int(settings.recovery_ttl_s // 60)),
         lease_s=settings.email_lease_s,
     )
     return {

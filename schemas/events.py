@@ -107,6 +107,8 @@ class PasswordChangeRequested(Command):
     tenant_id: uuid.UUID
     sealed_password: str
     send_mail_notification: bool = True
+    # The user themself (with the old password) or an administrator (a tenant token).
+    by: Literal["self", "admin"] = "self"
 
 
 class AccountDeleteRequested(Command):

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 ACTIVATION_PLACEHOLDER = "{activationToken}"
+RECOVERY_PLACEHOLDER = "{passwordRecoveryToken}"
 
 
 LOCALE_SHAPE = re.compile(r"^(?P<language>[a-z]{2})(?:_(?P<territory>[A-Z]{2}))?$")
@@ -64,6 +65,12 @@ def _user_name(value: str) -> str:
 def _activation_url(value: str) -> str:
     if ACTIVATION_PLACEHOLDER not in value:
         raise ValueError(f"must contain the {ACTIVATION_PLACEHOLDER} placeholder")
+    return value
+
+
+def _recover_url(value: str) -> str:
+    if RECOVERY_PLACEHOLDER not in value:
+        raise ValueError(f"must contain the {RECOVERY_PLACEHOLDER} placeholder")
     return value
 
 
@@ -136,6 +143,73 @@ class AcceptInvitation(_WithNewPassword):
     name: PersonName
 
 
+class LoginForm(BaseModel):
+    """Body of POST /{apiKey}/login: an OAuth 2 password grant (form-urlencoded), with
+    OAuth's own field names."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    grant_type: Literal["password"]
+    username: Annotated[str, Field(min_length=1, max_length=320)]
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX, repr=False)]
+
+
+class TokenBody(_Input):
+    """Body of PUT and DELETE /{apiKey}/login: the token to refresh or end."""
+
+    token: Annotated[str, Field(min_length=1, max_length=512, repr=False)]
+    type: str = "bearer"
+
+
+class RecoverPasswordRequest(_Input):
+    """Body of POST /{apiKey}/recover-password: `userName` is the userName or the email."""
+
+    user_name: Annotated[str, Field(min_length=1, max_length=320)]
+    recover_url: Annotated[str, AfterValidator(_recover_url)]
+    challenge_identifier: str = ""
+    challenge_response: str = ""
+
+
+class ResetPasswordRequest(_Input):
+    """Body of PUT /{apiKey}/recover-password. `confirmPassword` is optional (Baasic's
+    clients compare the two inputs themselves); checked when present."""
+
+    password_recovery_token: Annotated[str, Field(min_length=1, max_length=512, repr=False)]
+    new_password: Password
+    confirm_password: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _passwords_match(self) -> ResetPasswordRequest:
+        if self.confirm_password is not None and self.new_password != self.confirm_password:
+            raise ValueError("newPassword and confirmPassword differ")
+        return self
+
+
+class ChangePasswordRequest(_Input):
+    """Body of PUT /{apiKey}/users/{userName}/change-password. `oldPassword` is required
+    when users change their own password. Baasic's SDKs also send `siteUrl` and spell the
+    notification flag both ways: accepted, the first wins."""
+
+    new_password: Password
+    old_password: str | None = Field(default=None, max_length=PASSWORD_MAX, repr=False)
+    send_mail_notification: bool | None = None
+    send_email_notification: bool | None = None
+    site_url: str | None = None
+
+    @property
+    def notify(self) -> bool:
+        for flag in (self.send_mail_notification, self.send_email_notification):
+            if flag is not None:
+                return flag
+        return True
+
+
+class DeleteAccountRequest(_Input):
+    """Body of DELETE /{apiKey}/users/me: the account's password, once more."""
+
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX, repr=False)]
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
@@ -167,6 +241,25 @@ class User(_Output):
     dashboard_settings: dict[str, Any]
     locale: str
     links: dict[str, Link] = Field(alias="_links")
+
+
+class Token(BaseModel):
+    """Baasic's token object (login, refresh, activation): OAuth 2 field names."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth token type
+    expires_in: int
+    sliding_window: int | None = None
+
+
+class ActivatedUser(User):
+    """The activated user, logged in: the user's fields and a token's, side by side (the
+    token's under their OAuth names, as Baasic's SDKs read them)."""
+
+    access_token: str = Field(alias="access_token")
+    token_type: Literal["bearer"] = Field(default="bearer", alias="token_type")
+    expires_in: int = Field(alias="expires_in")
+    sliding_window: int | None = Field(default=None, alias="sliding_window")
 
 
 class RequestStatus(_Output):

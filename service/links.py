@@ -14,6 +14,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 MAX_LENGTH = 2048
 ACTIVATION_PLACEHOLDER = "{activationToken}"
+RECOVERY_PLACEHOLDER = "{passwordRecoveryToken}"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")

@@ -37,6 +37,11 @@ HASH_SECONDS = Histogram(
     "argon2id hashing time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
 )
+PASSWORD_CHECKS = Counter(
+    "registrar_password_checks_total",
+    "Password checks in the gateway (login, old password, account deletion), by outcome",
+    ["outcome"],
+)
 INTAKE_BATCH = Histogram(
     "registrar_intake_batch_size",
     "Registration requests recorded per database statement by the gateway",

@@ -83,9 +83,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
     lockout_s: int = Field(default=900, ge=1)
-    # Per gateway process: login attempts per user name and per client address.
+    # Per gateway process: login attempts (and recovery requests) per user name, and per
+    # client address, on top of the general limits.
     login_rate_limit_per_minute: int = Field(default=30, ge=1)
     login_rate_limit_burst: int = Field(default=10, ge=1)
+    login_address_rate_limit_per_minute: int = Field(default=120, ge=1)
+    login_address_rate_limit_burst: int = Field(default=30, ge=1)
     # Password checks (login, old password, delete) in the gateway: at most this many
     # argon2 verifications at once, on their own threads, and at most `_queue` waiting for
     # one; beyond that a request gets 503 at once instead of piling up behind a storm.

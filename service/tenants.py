@@ -47,6 +47,11 @@ class Tenant:
         """Why `url` may not be an activation link of this tenant, or None (service.links)."""
         return links.problem(url, self.activation_url_prefixes, links.ACTIVATION_PLACEHOLDER)
 
+    def recover_url_problem(self, url: str) -> str | None:
+        """Why `url` may not be a password recovery link of this tenant, or None: checked
+        like an activation link, against the same prefixes (SPEC §10)."""
+        return links.problem(url, self.activation_url_prefixes, links.RECOVERY_PLACEHOLDER)
+
     def allows_activation_url(self, url: str) -> bool:
         """True when `url` is under one of the tenant's allowed prefixes, compared as
         parsed URLs (scheme, host, port, path), with exactly one placeholder."""

@@ -23,6 +23,27 @@ SELECT u.*,
 """
 
 
+# A user addressed in a path by userName or id (Baasic's SDKs use both), in one tenant.
+FIND_BY_NAME_OR_ID = """
+SELECT id, tenant_id, user_name, email, locale, password_hash
+  FROM users
+ WHERE tenant_id = $1 AND (lower(user_name) = lower($2) OR id::text = lower($2))
+ ORDER BY lower(user_name) = lower($2) DESC
+ LIMIT 1
+"""
+BY_ID = "SELECT id, tenant_id, user_name, email, locale, password_hash FROM users WHERE id = $1"
+
+
+async def find_by_name_or_id(
+    conn: asyncpg.Connection | asyncpg.Pool, *, tenant_id: uuid.UUID, name_or_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(FIND_BY_NAME_OR_ID, tenant_id, name_or_id)
+
+
+async def find_by_id(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID):
+    return await conn.fetchrow(BY_ID, user_id)
+
+
 def links_for(api_key: str | None, request_id: uuid.UUID | None) -> dict[str, Link]:
     """HAL links of a self-registered user (none without the tenant's API key at hand)."""
     if api_key is None:

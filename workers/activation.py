@@ -10,10 +10,10 @@ import asyncpg
 
 from schemas.events import ActivationRequested, ActivationResendRequested, CloudEvent, UserActivated
 from service import tokens
+from service.emails import request_email
 from service.outbox import add_event
 from service.outcomes import announce
 from workers.dedup import first_delivery
-from workers.emails import request_email
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"

@@ -18,13 +18,13 @@ from schemas.events import (
     UserRegistered,
 )
 from service import tokens
+from service.emails import request_email
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event
 from service.outcomes import announce
+from service.passwords import Hasher, hash_password
 from service.sealing import UnsealError, unseal
 from workers.dedup import first_delivery
-from workers.emails import request_email
-from workers.passwords import Hasher, hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "invitation"

@@ -1,7 +1,7 @@
 """The mailer worker: renders the emails other workers ask for, in the recipient's
 language, and sends them.
 
-Everything it sends comes from its own `emails` row (workers/emails.py), looked up by the
+Everything it sends comes from its own `emails` row (service/emails.py), looked up by the
 command's (emailId, tenantId): the command names an email, it does not describe one."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from babel.dates import format_datetime
 
 from schemas.events import CloudEvent, EmailDelivered, EmailFailed, EmailRequested
 from service import i18n, metrics, tokens
+from service.emails import EmailContent, content_of
 from service.errors import PermanentError, RetryableError
 from service.outbox import add_event, outbox_row
 from service.supervisor import retry_transient
-from workers.emails import EmailContent, content_of
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,11 @@ class MailSettings:
 
     activation_key: bytes
     invitation_key: bytes
+    recovery_key: bytes  # no default: tokens under an empty HMAC key could be guessed
     mail_from: str
     public_url: str
     activation_valid_hours: int
+    recovery_valid_minutes: int
     # How long a claim on an email keeps other copies from sending it.
     lease_s: float = 120.0
 
@@ -58,12 +60,28 @@ class Recipient:
     mail_from: str | None = None
 
 
+def _client_link(
+    url: str | None, placeholder: str, key: bytes, token_id: uuid.UUID | None, kind: str
+) -> str:
+    """A tenant client's URL with its placeholder replaced by the token of `token_id`
+    under `key` (re-derived here, never transported)."""
+    if url is None or token_id is None:
+        raise PermanentError(f"{kind} email without {kind} URL or token id")
+    return url.replace(placeholder, tokens.derive_token(key, token_id))
+
+
 def activation_link(data: EmailContent, key: bytes) -> str:
-    """The tenant's activation URL with the token (re-derived here, never transported)."""
-    if data.activation_url is None or data.activation_token_id is None:
-        raise PermanentError("activation email without activation URL or token id")
-    token = tokens.derive_token(key, data.activation_token_id)
-    return data.activation_url.replace("{activationToken}", token)
+    """The tenant's activation URL with the activation token."""
+    return _client_link(
+        data.activation_url, "{activationToken}", key, data.activation_token_id, "activation"
+    )
+
+
+def recovery_link(data: EmailContent, key: bytes) -> str:
+    """The tenant's recover URL with the password recovery token (the recovery key's)."""
+    return _client_link(
+        data.recover_url, "{passwordRecoveryToken}", key, data.recovery_token_id, "recovery"
+    )
 
 
 def invitation_link(data: EmailContent, key: bytes, public_url: str) -> str:
@@ -72,6 +90,11 @@ def invitation_link(data: EmailContent, key: bytes, public_url: str) -> str:
         raise PermanentError("invitation email without invitation id")
     token = tokens.derive_token(key, data.invitation_id)
     return f"{public_url.rstrip('/')}/invitations/{token}"
+
+
+# Kinds about one moment: the EmailContent field, which is also the template variable
+# (the date as the locale writes it).
+DATED = {"password_changed": "changed_at", "locked_out": "locked_until"}
 
 
 def context_for(
@@ -91,7 +114,19 @@ def context_for(
             "invitation_link": invitation_link(data, settings.invitation_key, settings.public_url),
             "expires": _long_date(data.expires_at, locale),
         }
-    if data.kind in ("duplicate", "username_taken"):
+    if data.kind == "password_recovery":
+        return common | {
+            "user_name": data.user_name,
+            "recovery_link": recovery_link(data, settings.recovery_key),
+            "valid_minutes": settings.recovery_valid_minutes,
+        }
+    if data.kind in DATED:
+        field = DATED[data.kind]
+        return common | {
+            "user_name": data.user_name,
+            field: _long_date(_required(data, field), locale),
+        }
+    if data.kind in ("duplicate", "username_taken", "account_deleted"):
         return common | {"user_name": data.user_name}
     if data.kind == "welcome":
         return common | {
@@ -100,6 +135,14 @@ def context_for(
             "created": _long_date(data.user_created_at, locale),
         }
     raise PermanentError(f"unknown email kind {data.kind!r}")
+
+
+def _required(data: EmailContent, field: str) -> Any:
+    """A field the kind cannot be written without (PermanentError when it is missing)."""
+    value = getattr(data, field)
+    if value is None:
+        raise PermanentError(f"{data.kind} email without {field}")
+    return value
 
 
 def _long_date(moment: dt.datetime | None, locale: str) -> str:

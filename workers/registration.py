@@ -17,12 +17,12 @@ from schemas.events import (
 )
 from schemas.ids import uuid7
 from service import outcomes
+from service.emails import EmailContent, email_row, request_email
 from service.outbox import add_event, outbox_row
 from service.outcomes import announce
+from service.passwords import Hasher, hash_password
 from service.sealing import UnsealError, unseal
 from workers.activation import token_row
-from workers.emails import EmailContent, email_row, request_email
-from workers.passwords import Hasher, hash_password
 
 log = logging.getLogger(__name__)
 CONSUMER = "registration"

@@ -46,3 +46,17 @@ CREATE TABLE password_recovery_tokens (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX password_recovery_tokens_user ON password_recovery_tokens (user_id);
+
+-- What the gateway authorized, for the worker to check before it acts: a password change,
+-- a reset or an account deletion is applied only if its command's id is here, written by
+-- the gateway after it checked the caller's token and password. A command forged on the
+-- broker names no such row and changes nothing (SPEC: decide from our own data).
+CREATE TABLE account_requests (
+    id         uuid PRIMARY KEY,  -- the command's CloudEvents id
+    tenant_id  uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind       text NOT NULL CHECK (kind IN ('reset', 'change', 'delete')),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX account_requests_tenant ON account_requests (tenant_id);
+CREATE INDEX account_requests_user ON account_requests (user_id);

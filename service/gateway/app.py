@@ -9,10 +9,24 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from service import amqp, captcha, metrics, outcomes, startup
-from service.gateway import accept, activation, cors, health, invite, openapi, register
+from service.gateway import (
+    accept,
+    account,
+    activation,
+    cors,
+    health,
+    invite,
+    login,
+    openapi,
+    register,
+)
 from service.gateway.keys import (
+    CHECKER,
     INTAKE,
     LIMITER,
+    LOGIN_ADDRESS_LIMITER,
+    LOGIN_NAME_LIMITER,
+    LOGIN_POLICY,
     POOL,
     PUBLISHER,
     SETTINGS,
@@ -24,7 +38,9 @@ from service.gateway.keys import (
 from service.gateway.middleware import problem_middleware
 from service.intake import Intake
 from service.listen import Listener
+from service.logins import LoginPolicy
 from service.outcomes import OutcomeWaiter
+from service.passwords import PasswordChecker, password_hasher
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.supervisor import Supervisor
@@ -77,6 +93,18 @@ async def _tenant_cache(app: web.Application) -> AsyncIterator[None]:
     await app[SUPERVISOR].cancel(task, grace_s=0)
 
 
+async def _password_checker(app: web.Application) -> AsyncIterator[None]:
+    """argon2 verifications (login, password confirmations) on threads of their own."""
+    settings = app[SETTINGS]
+    app[CHECKER] = checker = PasswordChecker(
+        password_hasher(settings),
+        threads=settings.password_check_threads,
+        queue=settings.password_check_queue,
+    )
+    yield
+    checker.close()
+
+
 async def _rabbitmq(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await startup.open_amqp(settings)
@@ -93,12 +121,15 @@ class _BaasicRoutes:
 
     def __init__(self, router: web.UrlDispatcher) -> None:
         self._router = router
+        self._preflighted: set[str] = set()
 
     def add(self, method: str, path: str, handler) -> None:
         for variant in (path, path + "/"):
             self._router.add_route(method, variant, handler)
-            # Browsers ask first (CORS preflight) when a page of another origin calls.
-            self._router.add_route("OPTIONS", variant, cors.preflight)
+            if variant not in self._preflighted:
+                # Browsers ask first (CORS preflight) when a page of another origin calls.
+                self._router.add_route("OPTIONS", variant, cors.preflight)
+                self._preflighted.add(variant)
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.Application:
@@ -127,7 +158,20 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
         burst=settings.tenant_rate_limit_burst,
         max_keys=settings.rate_limit_max_keys,
     )
-    app.cleanup_ctx.extend([_postgres, _tenant_cache, _outcome_listener, _rabbitmq])
+    app[LOGIN_POLICY] = LoginPolicy.from_settings(settings)
+    app[LOGIN_NAME_LIMITER] = RateLimiter(
+        rate_per_minute=settings.login_rate_limit_per_minute,
+        burst=settings.login_rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
+    )
+    app[LOGIN_ADDRESS_LIMITER] = RateLimiter(
+        rate_per_minute=settings.login_address_rate_limit_per_minute,
+        burst=settings.login_address_rate_limit_burst,
+        max_keys=settings.rate_limit_max_keys,
+    )
+    app.cleanup_ctx.extend(
+        [_postgres, _tenant_cache, _outcome_listener, _password_checker, _rabbitmq]
+    )
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     if not settings.metrics_port:  # else served on its own port (cli.serve)
@@ -139,6 +183,15 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     baasic.add("PUT", "/{apiKey}/register/activate/{activationToken}", activation.activate)
     baasic.add("POST", "/{apiKey}/register/resend", register.resend_activation)
     baasic.add("GET", "/{apiKey}/captcha/challenge", health.captcha_challenge)
+    baasic.add("POST", "/{apiKey}/login", login.login)
+    baasic.add("GET", "/{apiKey}/login", login.current_user)
+    baasic.add("PUT", "/{apiKey}/login", login.refresh)
+    baasic.add("DELETE", "/{apiKey}/login", login.logout)
+    baasic.add("POST", "/{apiKey}/recover-password", account.request_recovery)
+    baasic.add("PUT", "/{apiKey}/recover-password", account.reset_password)
+    # `users/me` before `users/{userName}/...`: the literal wins for its own path.
+    baasic.add("DELETE", "/{apiKey}/users/me", account.delete_me)
+    baasic.add("PUT", "/{apiKey}/users/{userName}/change-password", account.change_password)
     app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
     app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)
     app.router.add_get("/invitations/{token}", accept.show_form)

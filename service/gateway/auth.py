@@ -23,7 +23,8 @@ def client_of(request: web.Request) -> str:
     )
 
 
-def _refuse(wait: int, detail: str) -> None:
+def refuse_when_limited(wait: int, detail: str) -> None:
+    """429 with Retry-After when a limiter asked to wait `wait` seconds."""
     if wait:
         raise RateLimited(detail, headers={"Retry-After": str(wait)}, retryAfter=wait)
 
@@ -32,13 +33,13 @@ def enforce_rate_limit(request: web.Request) -> None:
     """429 with Retry-After when this client address has spent its budget (checked first,
     before any database work)."""
     wait = request.app[LIMITER].take(client_of(request))
-    _refuse(wait, f"too many requests from this address; retry in {wait} s")
+    refuse_when_limited(wait, f"too many requests from this address; retry in {wait} s")
 
 
 def enforce_tenant_rate_limit(request: web.Request, tenant_id: uuid.UUID) -> None:
     """429 with Retry-After when the tenant, all its clients together, has spent its budget."""
     wait = request.app[TENANT_LIMITER].take(str(tenant_id))
-    _refuse(wait, f"too many requests for this tenant; retry in {wait} s")
+    refuse_when_limited(wait, f"too many requests for this tenant; retry in {wait} s")
 
 
 async def tenant_from_path(request: web.Request) -> Tenant:

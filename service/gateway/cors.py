@@ -27,6 +27,21 @@ def _allowed(origin: str, allowed_origins: tuple[str, ...]) -> bool:
     return origin in allowed_origins
 
 
+def _methods_of(request: web.Request) -> list[str]:
+    """Every method the requested path answers. aiohttp may keep the methods of one path in
+    several resources (when they were added apart), so all resources of the path count."""
+    path = request.match_info.route.resource.canonical
+    return sorted(
+        {
+            route.method
+            for resource in request.app.router.resources()
+            if resource.canonical == path
+            for route in resource
+        }
+        - {"OPTIONS", "HEAD"}
+    )
+
+
 async def preflight(request: web.Request) -> web.Response:
     """OPTIONS on a Baasic-shaped route: 204 with the CORS grant for a listed origin."""
     enforce_rate_limit(request)
@@ -34,9 +49,7 @@ async def preflight(request: web.Request) -> web.Response:
     tenant = await tenant_from_path(request)
     if not origin or not _allowed(origin, tenant.allowed_origins):
         raise Forbidden("this origin may not call the API from a browser")
-    methods = sorted(
-        {route.method for route in request.match_info.route.resource} - {"OPTIONS", "HEAD"}
-    )
+    methods = _methods_of(request)
     wanted = request.headers.get("Access-Control-Request-Method", "")
     if wanted not in methods:
         raise Forbidden(f"{wanted or 'no method'} is not allowed here")

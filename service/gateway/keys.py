@@ -7,7 +7,9 @@ from aiohttp import web
 
 from service.amqp import Publisher
 from service.intake import Intake
+from service.logins import LoginPolicy
 from service.outcomes import OutcomeWaiter
+from service.passwords import PasswordChecker
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.supervisor import Supervisor
@@ -22,3 +24,7 @@ WAITER = web.AppKey("waiter", OutcomeWaiter)
 LIMITER = web.AppKey("limiter", RateLimiter)  # per client address
 TENANT_LIMITER = web.AppKey("tenant_limiter", RateLimiter)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+CHECKER = web.AppKey("checker", PasswordChecker)  # argon2 verifications, bounded
+LOGIN_POLICY = web.AppKey("login_policy", LoginPolicy)
+LOGIN_NAME_LIMITER = web.AppKey("login_name_limiter", RateLimiter)  # per tenant + login name
+LOGIN_ADDRESS_LIMITER = web.AppKey("login_address_limiter", RateLimiter)

@@ -12,18 +12,38 @@ from pydantic.json_schema import models_json_schema
 
 from schemas.http import (
     AcceptInvitation,
+    ActivatedUser,
+    ChangePasswordRequest,
+    DeleteAccountRequest,
     InviteRegisterRequest,
     InviteRequest,
+    LoginForm,
     Problem,
+    RecoverPasswordRequest,
     RegisterRequest,
     RequestStatus,
     ResendRequest,
+    ResetPasswordRequest,
+    Token,
+    TokenBody,
     User,
 )
 from service.gateway.keys import SETTINGS
 
-INPUTS = (RegisterRequest, ResendRequest, InviteRegisterRequest, InviteRequest, AcceptInvitation)
-OUTPUTS = (User, RequestStatus, Problem)
+INPUTS = (
+    RegisterRequest,
+    ResendRequest,
+    InviteRegisterRequest,
+    InviteRequest,
+    AcceptInvitation,
+    LoginForm,
+    TokenBody,
+    RecoverPasswordRequest,
+    ResetPasswordRequest,
+    ChangePasswordRequest,
+    DeleteAccountRequest,
+)
+OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem)
 API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -48,7 +68,7 @@ def _op(
     *,
     body: type[BaseModel] | None = None,
     params: tuple[dict[str, Any], ...] = (),
-    bearer: bool = False,
+    bearer: str | None = None,
     form: bool = False,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses}
@@ -59,8 +79,8 @@ def _op(
         if form:
             content["application/x-www-form-urlencoded"] = {"schema": _ref(body)}
         op["requestBody"] = {"required": True, "content": content}
-    if bearer:
-        op["security"] = [{"bearer": ["users:invite"]}]
+    if bearer is not None:  # a tenant token's scope, or "" for a user's access token
+        op["security"] = [{"bearer": [bearer] if bearer else []}]
     return op
 
 
@@ -76,6 +96,110 @@ COMMON = {
     "503": _problem("Broker unavailable or queue full (Retry-After)"),
 }
 PENDING = {"description": "Accepted, outcome pending", "content": _json(RequestStatus)}
+NOT_YET = {"description": "Accepted; the worker has not finished yet"}
+BAD_TOKEN = _problem("Missing, unknown, expired or revoked access token (details: invalid_token)")
+
+
+def _token(description: str, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": _json(Token)}}
+
+
+def account_paths() -> dict[str, Any]:
+    """The account life cycle (SPEC §10)."""
+    api_key = (API_KEY,)
+    return {
+        "/{apiKey}/login": {
+            "post": _op(
+                "Sign in (OAuth 2 password grant, form-urlencoded); ?options=sliding",
+                {
+                    **_token("Signed in", "201"),
+                    "401": _problem("Unknown API key, or the credentials were not accepted"),
+                    **COMMON,
+                },
+                body=LoginForm,
+                params=(
+                    API_KEY,
+                    {"name": "options", "in": "query", "schema": {"type": "string"}},
+                ),
+                form=True,
+            ),
+            "get": _op(
+                "The signed-in user",
+                {"200": {"description": "The user", "content": _json(User)}, "401": BAD_TOKEN},
+                params=api_key,
+                bearer="",
+            ),
+            "put": _op(
+                "Exchange a token for a new one (the old one stops working)",
+                {**_token("A new token"), "401": BAD_TOKEN, **COMMON},
+                body=TokenBody,
+                params=api_key,
+            ),
+            "delete": _op(
+                "Sign out (end a token)",
+                {"204": {"description": "Signed out"}, "401": BAD_TOKEN, **COMMON},
+                body=TokenBody,
+                params=api_key,
+            ),
+        },
+        "/{apiKey}/recover-password": {
+            "post": _op(
+                "Mail a password recovery link (201 whether or not the user exists)",
+                {
+                    "201": {"description": "Requested"},
+                    "401": _problem("Unknown or revoked API key"),
+                    **COMMON,
+                },
+                body=RecoverPasswordRequest,
+                params=api_key,
+            ),
+            "put": _op(
+                "Set a new password with a recovery token",
+                {
+                    "200": {"description": "Password changed"},
+                    "202": NOT_YET,
+                    "401": _problem("Unknown or revoked API key"),
+                    "404": _problem("Unknown or expired token"),
+                    "409": _problem("Token already used"),
+                    **COMMON,
+                },
+                body=ResetPasswordRequest,
+                params=api_key,
+            ),
+        },
+        "/{apiKey}/users/{userName}/change-password": {
+            "put": _op(
+                "Change a password: the user's own token (with oldPassword) or a tenant "
+                "token with users:write",
+                {
+                    "200": {"description": "Password changed; every token of the user ended"},
+                    "202": NOT_YET,
+                    "401": BAD_TOKEN,
+                    "403": _problem("Wrong old password, another user's, or no users:write"),
+                    "404": _problem("No such user"),
+                    **COMMON,
+                },
+                body=ChangePasswordRequest,
+                params=(API_KEY, _path_param("userName")),
+                bearer="",
+            )
+        },
+        "/{apiKey}/users/me": {
+            "delete": _op(
+                "Delete one's own account (the password once more)",
+                {
+                    "204": {"description": "Erased"},
+                    "202": NOT_YET,
+                    "401": BAD_TOKEN,
+                    "403": _problem("Wrong password"),
+                    **COMMON,
+                },
+                body=DeleteAccountRequest,
+                params=api_key,
+                bearer="",
+            )
+        },
+    }
 
 
 def paths() -> dict[str, Any]:
@@ -129,7 +253,11 @@ def paths() -> dict[str, Any]:
             "put": _op(
                 "Activate a user",
                 {
-                    "200": {"description": "Activated", "content": _json(User)},
+                    "200": {
+                        "description": "Activated and signed in (user and token fields)",
+                        "content": _json(ActivatedUser),
+                    },
+                    "202": NOT_YET,
                     "404": _problem("Unknown or expired token"),
                     "409": _problem("Token already used"),
                 },
@@ -157,7 +285,7 @@ def paths() -> dict[str, Any]:
                 invite_answers,
                 body=InviteRegisterRequest,
                 params=invite_params,
-                bearer=True,
+                bearer="users:invite",
             )
         },
         "/api/v1/organization/users/invite": {
@@ -166,7 +294,7 @@ def paths() -> dict[str, Any]:
                 invite_answers,
                 body=InviteRequest,
                 params=invite_params,
-                bearer=True,
+                bearer="users:invite",
             )
         },
         "/invitations/{token}": {
@@ -226,6 +354,7 @@ def paths() -> dict[str, Any]:
             )
         },
         "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}})},
+        **account_paths(),
     }
 
 

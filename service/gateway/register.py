@@ -58,6 +58,8 @@ async def outcome_response(
         )
         if user is not None:
             return model_response(user)
+    if record.status == "registered":
+        raise NotFound("the user registered by this request no longer exists")
     if record.status == "rejected":
         if tenant.duplicates == "silent" and record.reason in REJECTION_ERRORS:
             return await stand_in_response(request, tenant, record)

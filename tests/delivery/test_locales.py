@@ -10,9 +10,9 @@ import pytest
 
 from schemas.events import envelope
 from service import i18n
+from service.emails import EmailContent, store_email
 from service.sealing import derive_secret, generate_key_pair
 from workers import mailer
-from workers.emails import EmailContent, store_email
 from workers.smtp import SmtpConfig, SmtpSender
 
 SUBJECTS = {
@@ -21,8 +21,22 @@ SUBJECTS = {
     "duplicate": ("Someone tried to register with your email address", {}),
     "welcome": ("Welcome to %(organization)s", {"organization": "Mail Co"}),
     "username_taken": ("That user name is taken", {}),
+    "password_recovery": ("Reset your password", {}),
+    "password_changed": ("Your password was changed", {}),
+    "locked_out": ("Your account is temporarily locked", {}),
+    "account_deleted": ("Your account was deleted", {}),
 }
 KEY = derive_secret(generate_key_pair()[1], "test")
+RECOVERY_KEY = derive_secret(generate_key_pair()[1], "recovery-token")
+SETTINGS = mailer.MailSettings(
+    activation_key=KEY,
+    invitation_key=KEY,
+    recovery_key=RECOVERY_KEY,
+    mail_from="x <x@example.com>",
+    public_url="http://127.0.0.1:8080",
+    activation_valid_hours=48,
+    recovery_valid_minutes=60,
+)
 
 
 def expected_subject(kind: str, locale: str) -> str:
@@ -44,6 +58,10 @@ def request(kind: str, tenant_id: uuid.UUID, locale: str) -> EmailContent:
         invitation_id=uuid.uuid4(),
         expires_at=dt.datetime(2026, 12, 24, 18, 30, tzinfo=dt.UTC),
         user_created_at=dt.datetime(2026, 11, 24, 9, 5, tzinfo=dt.UTC),
+        recover_url="https://app.example/recover/{passwordRecoveryToken}",
+        recovery_token_id=uuid.uuid4(),
+        changed_at=dt.datetime(2026, 11, 25, 7, 45, tzinfo=dt.UTC),
+        locked_until=dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC),
     )
 
 
@@ -58,13 +76,7 @@ async def deliver(pool, mailbox, data: EmailContent):
             command,
             pool=pool,
             sender=sender,
-            settings=mailer.MailSettings(
-                activation_key=KEY,
-                invitation_key=KEY,
-                mail_from="x <x@example.com>",
-                public_url="http://127.0.0.1:8080",
-                activation_valid_hours=48,
-            ),
+            settings=SETTINGS,
         )
     finally:
         await sender.close()
@@ -74,7 +86,8 @@ async def deliver(pool, mailbox, data: EmailContent):
 @pytest.mark.parametrize("locale", i18n.SHIPPED)
 @pytest.mark.parametrize("kind", list(SUBJECTS))
 async def test_each_kind_arrives_in_each_shipped_locale(kind, locale, delivery_pool, org, mailbox):
-    message = await deliver(delivery_pool, mailbox, request(kind, org.id, locale))
+    data = request(kind, org.id, locale)
+    message = await deliver(delivery_pool, mailbox, data)
     subject = expected_subject(kind, locale)
     if locale != "en":
         assert subject != expected_subject(kind, "en"), f"{kind} subject not translated to {locale}"
@@ -85,6 +98,14 @@ async def test_each_kind_arrives_in_each_shipped_locale(kind, locale, delivery_p
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "{{" not in text and "%(" not in text and f'lang="{locale}"' in html
+    if locale != "en":  # no sentence of the body left in English (links are the same)
+        english = mailer.render(
+            data.model_copy(update={"locale": "en"}),
+            recipient=mailer.Recipient(organization=org.name, default_locale="en"),
+            settings=SETTINGS,
+        )
+        same = set(text.splitlines()) & set(english.get_body(("plain",)).get_content().splitlines())
+        assert {line for line in same if line.strip() and not line.startswith("http")} == set()
 
 
 @pytest.mark.parametrize(

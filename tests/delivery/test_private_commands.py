@@ -16,9 +16,9 @@ import pytest
 from cli.workers import run_workers
 from schemas.events import InviteRequested, envelope
 from service.amqp import Names
+from service.emails import EmailContent, store_email
 from service.settings import Settings
 from tests.delivery.conftest import SwitchableMailbox
-from workers.emails import EmailContent, store_email
 
 QUIET_S = 1.5  # longer than a worker needs to act on a message it receives
 

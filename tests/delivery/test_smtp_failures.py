@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from service.emails import request_email
 from service.settings import Settings
 from tests.delivery.conftest import SwitchableMailbox
-from workers.emails import request_email
 
 REGISTRAR = str(Path(sys.executable).parent / "registrar")
 

@@ -83,6 +83,7 @@ def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Itera
         "REGISTRAR_LOG_LEVEL": "DEBUG",
         # The suite makes many requests from one address; production keeps the default.
         "REGISTRAR_RATE_LIMIT_BURST": "10000",
+        "REGISTRAR_LOGIN_ADDRESS_RATE_LIMIT_BURST": "10000",
     }
     metrics_port = free_port()
     commands = {

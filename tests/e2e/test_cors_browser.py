@@ -1,6 +1,6 @@
-"""A single-page app on another origin registers through the real gateway from headless
-Chromium (fetch with credentials, a CORS preflight first); a page on an origin the
-tenant does not list is refused by the browser itself."""
+"""A single-page app on another origin registers, activates and signs in through the real
+gateway from headless Chromium (fetch with credentials, CORS preflights first); a page on
+an origin the tenant does not list is refused by the browser itself."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tests.conftest import free_port
 from tests.e2e.test_accept_page_browser import browser  # noqa: F401  (fixture)
+from tests.e2e.test_self_registration import activation_token_in
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,28 @@ fetch(url, {
                    body: await r.json()}),
   e => done({error: String(e)}),
 );
+"""
+
+
+# Runs in the page: activate (PUT, trailing slash as Baasic's SDK), sign in (form POST),
+# then read the current user with the token (an Authorization header: a preflight).
+SIGN_IN = """
+const [base, token, username, password, done] = arguments;
+(async () => {
+  const activated = await fetch(`${base}/register/activate/${token}/`,
+                                {method: "PUT", credentials: "include"});
+  const login = await fetch(`${base}/login`, {
+    method: "POST", credentials: "include",
+    headers: {"Content-Type": "application/x-www-form-urlencoded"},
+    body: new URLSearchParams({grant_type: "password", username, password}),
+  });
+  const grant = await login.json();
+  const me = await fetch(`${base}/login`, {
+    credentials: "include", headers: {"Authorization": `Bearer ${grant.access_token}`},
+  });
+  return {activated: activated.status, login: login.status, grant,
+          me: me.status, user: await me.json()};
+})().then(done, e => done({error: String(e)}));
 """
 
 
@@ -60,8 +83,9 @@ def registration() -> dict[str, str]:
     }
 
 
-async def test_a_listed_origin_registers_from_the_browser_and_another_is_refused(
+async def test_a_listed_origin_registers_and_signs_in_from_the_browser_and_another_is_refused(
     service,
+    mailbox,
     browser,  # noqa: F811
 ):
     listed_runner, listed = await serve_page()
@@ -74,15 +98,29 @@ async def test_a_listed_origin_registers_from_the_browser_and_another_is_refused
         )  # fmt: skip
         url = f"{service.base_url}/{tenant['apiKey']}/register/"  # as Baasic's SDK sends it
 
-        def register_from(origin: str) -> dict:
+        def run_in(origin: str, script: str, *args) -> dict:
             browser.set_script_timeout(30)
             browser.get(origin + "/")
-            return browser.execute_async_script(REGISTER, url, registration())
+            return browser.execute_async_script(script, *args)
 
-        from_listed = await asyncio.to_thread(register_from, listed)
+        def register_from(origin: str, body: dict | None = None) -> dict:
+            return run_in(origin, REGISTER, url, body or registration())
+
+        body = registration()
+        from_listed = await asyncio.to_thread(register_from, listed, body)
         assert from_listed.get("status") == 202, from_listed
         assert from_listed["location"].startswith(f"/{tenant['apiKey']}/register/requests/")
         assert from_listed["body"]["requestId"]
+
+        mail = await mailbox.wait_for(lambda m: m["To"] == body["email"])
+        token = activation_token_in(mail, "https://app.example.com/a/")
+        base = f"{service.base_url}/{tenant['apiKey']}"
+        signed_in = await asyncio.to_thread(
+            run_in, listed, SIGN_IN, base, token, body["userName"], body["password"]
+        )
+        assert signed_in.get("activated") == 200, signed_in
+        assert signed_in["login"] == 201 and signed_in["grant"]["token_type"] == "bearer"
+        assert signed_in["me"] == 200 and signed_in["user"]["userName"] == body["userName"]
 
         from_other = await asyncio.to_thread(register_from, other)
         assert "error" in from_other, from_other  # the browser refused: no CORS grant

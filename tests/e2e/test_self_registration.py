@@ -53,8 +53,8 @@ def register_url(service, tenant) -> str:
     return f"{service.base_url}/{tenant['apiKey']}/register"
 
 
-def activation_token_in(message) -> str:
-    match = re.search(r"https://app\.example\.com/activate/([A-Za-z0-9_\-]+)", text_of(message))
+def activation_token_in(message, prefix: str = "https://app.example.com/activate/") -> str:
+    match = re.search(re.escape(prefix) + r"([A-Za-z0-9_\-]+)", text_of(message))
     assert match, "activation link missing from the email"
     return match.group(1)
 

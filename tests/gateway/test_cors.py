@@ -51,6 +51,13 @@ async def test_a_listed_origin_gets_the_preflight_grant(settings, tenant_and_key
             f"/{api_key}/register/activate/abc/", headers=preflight_headers(APP, "PUT")
         )
         assert put.status == 204 and put.headers["Access-Control-Allow-Methods"] == "PUT"
+        # One path, several methods (added apart): the grant lists every one of them.
+        for method in ("POST", "GET", "PUT", "DELETE"):
+            login = await client.options(
+                f"/{api_key}/login/", headers=preflight_headers(APP, method)
+            )
+            assert login.status == 204, method
+            assert login.headers["Access-Control-Allow-Methods"] == "DELETE, GET, POST, PUT"
     finally:
         await client.close()
 

@@ -10,6 +10,7 @@ from service import metrics
 from tests.gateway.test_limits import body, gateway_client
 
 ASYNC = {"Prefer": "respond-async"}
+BEARER = {"Authorization": "Bearer rgu_no-such-token"}
 
 
 async def test_every_baasic_route_answers_with_a_trailing_slash(settings, api_key):
@@ -36,6 +37,37 @@ async def test_every_baasic_route_answers_with_a_trailing_slash(settings, api_ke
         challenge = await client.get(f"/{api_key}/captcha/challenge/")
         assert challenge.status == 200
         assert set(await challenge.json()) >= {"algorithm", "challenge", "signature"}
+
+        # The account life cycle (SPEC §10): each handler's own answer, not the router's.
+        wrong = {"grant_type": "password", "username": "nobody", "password": "wrong-pass"}
+        login = await client.post(f"/{api_key}/login/", data=wrong)
+        assert login.status == 401 and (await login.json())["type"].endswith("login-failed")
+        for method in ("GET", "PUT", "DELETE"):
+            answer = await client.request(
+                method, f"/{api_key}/login/", json={"token": "rgu_gone"}, headers=BEARER
+            )
+            assert answer.status in (204, 401), method  # logout of a dead token is 204
+        recover = await client.post(
+            f"/{api_key}/recover-password/",
+            json={
+                "userName": "nobody",
+                "recoverUrl": "https://app.example.com/r/{passwordRecoveryToken}",
+            },
+        )
+        assert recover.status == 201
+        reset = await client.put(
+            f"/{api_key}/recover-password/",
+            json={"passwordRecoveryToken": "unknown", "newPassword": "long enough"},
+        )
+        assert reset.status == 404
+        change = await client.put(
+            f"/{api_key}/users/nobody/change-password/",
+            json={"newPassword": "long enough"},
+            headers=BEARER,
+        )
+        assert change.status == 401
+        leave = await client.delete(f"/{api_key}/users/me/", json={"password": "x"}, headers=BEARER)
+        assert leave.status == 401
     finally:
         await client.close()
 

@@ -13,6 +13,7 @@ import pytest
 
 from schemas.events import CloudEvent, EmailRequested, InviteRequested, envelope, parse
 from service import invitations, tokens
+from service.emails import EmailContent, store_email
 from service.errors import PermanentError, RetryableError
 from service.sealing import derive_secret
 from service.settings import Settings
@@ -20,7 +21,6 @@ from service.tenants import Tenant
 from tests.conftest import free_port, text_of
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
 from workers import mailer
-from workers.emails import EmailContent, store_email
 from workers.invitation import invite_user
 from workers.registration import register_user
 from workers.smtp import SmtpConfig, SmtpSender
@@ -48,9 +48,11 @@ def mail_settings(token_key: bytes, settings: Settings, private_key: str) -> mai
     return mailer.MailSettings(
         activation_key=token_key,
         invitation_key=derive_secret(private_key, "invitation-token"),
+        recovery_key=derive_secret(private_key, "recovery-token"),
         mail_from=settings.mail_from,
         public_url=settings.public_url,
         activation_valid_hours=VALID_HOURS,
+        recovery_valid_minutes=max(1, int(settings.recovery_ttl_s // 60)),
         lease_s=settings.email_lease_s,
     )
 
@@ -259,6 +261,41 @@ async def test_the_mail_is_rendered_in_the_tenant_default_locale_when_the_reader
     assert message["Subject"] == "Aktivieren Sie Ihr Konto"
     assert message["Content-Language"] == "de"
     assert f"Hallo {data.user_name}," in text_of(message)
+
+
+async def test_the_recovery_email_carries_the_token_of_the_workers_recovery_key(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    token_key: bytes,
+    private_key: str,
+    tenant: Tenant,
+    mailbox,
+    smtp,
+) -> None:
+    """A password_recovery row as the life-cycle worker writes it: the mailed link is the
+    recover URL with the token derived under the key cli/workers.py gives the mailer."""
+    recover_url = "https://app.example/recover?token={passwordRecoveryToken}"
+    data = await requested_email(
+        pool,
+        tenant,
+        kind="password_recovery",
+        locale="fr_FR",
+        recover_url=recover_url,
+        recovery_token_id=uuid.uuid4(),
+    )
+
+    await send_with(smtp, pool=pool, token_key=token_key, settings=settings)(*command_of(data))
+
+    message = await mailbox.wait_for(addressed_to(data.to), timeout=5)
+    token = tokens.derive_token(
+        derive_secret(private_key, "recovery-token"), data.recovery_token_id
+    )
+    assert recover_url.replace("{passwordRecoveryToken}", token) in text_of(message)
+    assert tokens.derive_token(token_key, data.recovery_token_id) not in message.as_string()
+    assert message["Subject"] == "Réinitialisez votre mot de passe"
+    minutes = settings.recovery_ttl_s // 60
+    assert f"valable {minutes} minutes" in text_of(message)
+    assert await pool.fetchval("SELECT status FROM emails WHERE id = $1", data.email_id) == "sent"
 
 
 async def test_an_email_for_a_tenant_that_no_longer_exists_is_a_permanent_error(

@@ -8,7 +8,7 @@ import threading
 
 from argon2 import PasswordHasher, Type
 
-from workers.passwords import HashPool, hash_password
+from service.passwords import HashPool, hash_password
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
 

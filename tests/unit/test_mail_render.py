@@ -10,21 +10,33 @@ from email.message import EmailMessage
 import pytest
 
 from service import i18n, tokens
+from service.emails import EmailContent
 from service.errors import PermanentError
-from workers.emails import EmailContent
-from workers.mailer import MailSettings, Recipient, activation_link, invitation_link, render
+from workers.mailer import (
+    MailSettings,
+    Recipient,
+    activation_link,
+    invitation_link,
+    recovery_link,
+    render,
+)
 
 KEY = b"worker-secret-for-activation-00"
 INVITATION_KEY = b"worker-secret-for-invitations-0"
+RECOVERY_KEY = b"worker-secret-for-recovery-0000"
 TOKEN_ID = uuid.UUID("6c1d1f9e-1b7a-4e33-9d55-5d2a8d4f0c11")
 INVITATION_ID = uuid.UUID("9a3c0d52-51f4-4b8e-9f0e-0c4d5e6f7a81")
 EXPIRES = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+RECOVERY_ID = uuid.UUID("3b8e5c71-2d4f-4a6b-8c9d-0e1f2a3b4c5d")
+RECOVER_URL = "https://app.example.com/recover?t={passwordRecoveryToken}&x=1"
 SETTINGS = MailSettings(
     activation_key=KEY,
     invitation_key=INVITATION_KEY,
+    recovery_key=RECOVERY_KEY,
     mail_from="Registrar <noreply@example.com>",
     public_url="https://registrar.example/",
     activation_valid_hours=48,
+    recovery_valid_minutes=30,
 )
 ACME = Recipient(organization="Acme", default_locale="en")
 
@@ -54,6 +66,24 @@ def invitation(**overrides: object) -> EmailContent:
         "name": "Bob",
         "invitation_id": INVITATION_ID,
         "expires_at": EXPIRES,
+    }
+    fields.update(overrides)
+    return EmailContent(**fields)
+
+
+def account_mail(kind: str = "password_recovery", **overrides: object) -> EmailContent:
+    """An email of the account life cycle (SPEC §10), with every field those kinds use."""
+    fields: dict[str, object] = {
+        "email_id": uuid.UUID("2a7b5f3e-9c66-4e20-a021-4d3b6f9d1c23"),
+        "tenant_id": uuid.uuid4(),
+        "kind": kind,
+        "to": "carol@example.com",
+        "locale": "en",
+        "user_name": "carol",
+        "recover_url": RECOVER_URL,
+        "recovery_token_id": RECOVERY_ID,
+        "changed_at": datetime(2024, 12, 24, 18, 30, tzinfo=UTC),
+        "locked_until": datetime(2024, 12, 24, 18, 45, tzinfo=UTC),
     }
     fields.update(overrides)
     return EmailContent(**fields)
@@ -291,3 +321,113 @@ def test_the_cached_header_registry_renders_what_the_stdlib_policy_renders(
     # Only values that repeat are kept: not each message's own MIME boundary (set when
     # it is flattened with the message's policy).
     assert not any("boundary=" in value for _name, value in cached.header_factory._parsed)
+
+
+# --- account life cycle: password_recovery, password_changed, locked_out, account_deleted
+
+
+ACCOUNT_KINDS = ("password_recovery", "password_changed", "locked_out", "account_deleted")
+
+
+def test_recovery_link_replaces_the_placeholder_with_the_token_of_the_recovery_key() -> None:
+    link = recovery_link(account_mail(), RECOVERY_KEY)
+    token = tokens.derive_token(RECOVERY_KEY, RECOVERY_ID)
+    assert link == f"https://app.example.com/recover?t={token}&x=1"
+    assert "{passwordRecoveryToken}" not in link
+
+
+@pytest.mark.parametrize("missing", ["recover_url", "recovery_token_id"])
+def test_a_recovery_email_without_its_url_or_token_id_is_a_permanent_error(missing: str) -> None:
+    with pytest.raises(PermanentError):
+        render(account_mail(**{missing: None}), recipient=ACME, settings=SETTINGS)
+
+
+def test_the_recovery_mail_links_with_the_recovery_key_not_the_activation_key() -> None:
+    message = render(account_mail(), recipient=ACME, settings=SETTINGS)
+    link = recovery_link(account_mail(), RECOVERY_KEY)
+    raw = message.as_string()
+    assert link in text(message)
+    assert f'href="{link.replace("&", "&amp;")}"' in html(message)
+    for other in (KEY, INVITATION_KEY):
+        assert tokens.derive_token(other, RECOVERY_ID) not in raw
+    assert "{passwordRecoveryToken}" not in raw
+    assert str(RECOVERY_ID) not in raw
+
+
+def test_the_recovery_mail_names_the_account_and_how_long_the_link_is_valid() -> None:
+    message = render(account_mail(), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == "Reset your password"
+    assert "the password of the account carol at Acme" in text(message)
+    assert "valid for 30 minutes" in text(message)
+    assert "valid for 30 minutes" in html(message)
+    assert "your password stays unchanged" in text(message)
+
+
+def test_the_recovery_mail_for_a_german_recipient_is_german() -> None:
+    message = render(account_mail(locale="de_AT"), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == "Setzen Sie Ihr Passwort zurück"
+    assert message["Content-Language"] == "de"
+    assert "Hallo carol," in text(message)
+    assert "30 Minuten gültig" in text(message)
+    assert recovery_link(account_mail(), RECOVERY_KEY) in text(message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "english", "german"),
+    [
+        (
+            "password_changed",
+            "changed on December 24, 2024, 6:30:00",
+            "am 24. Dezember 2024, 18:30",
+        ),
+        (
+            "locked_out",
+            "locked until December 24, 2024, 6:45:00",
+            "bis zum 24. Dezember 2024, 18:45",
+        ),
+    ],
+)
+def test_the_date_of_a_password_change_or_lock_is_written_the_way_the_locale_writes_it(
+    kind: str, english: str, german: str
+) -> None:
+    en = render(account_mail(kind), recipient=ACME, settings=SETTINGS)
+    de = render(account_mail(kind, locale="de"), recipient=ACME, settings=SETTINGS)
+    assert english in text(en) and english in html(en)
+    assert german in text(de) and german in html(de)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"), [("password_changed", "changed_at"), ("locked_out", "locked_until")]
+)
+def test_a_password_change_or_lock_email_without_its_date_is_a_permanent_error(
+    kind: str, field: str
+) -> None:
+    with pytest.raises(PermanentError):
+        render(account_mail(kind, **{field: None}), recipient=ACME, settings=SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "subject"),
+    [
+        ("password_changed", "Ihr Passwort wurde geändert"),
+        ("locked_out", "Ihr Konto ist vorübergehend gesperrt"),
+        ("account_deleted", "Ihr Konto wurde gelöscht"),
+    ],
+)
+def test_the_account_notices_for_a_german_recipient_are_german(kind: str, subject: str) -> None:
+    message = render(account_mail(kind, locale="de"), recipient=ACME, settings=SETTINGS)
+    assert message["Subject"] == subject
+    assert text(message).startswith("Hallo carol,")
+    assert "Acme" in text(message)
+
+
+@pytest.mark.parametrize("kind", ACCOUNT_KINDS)
+def test_the_html_part_of_an_account_email_escapes_the_values(kind: str) -> None:
+    shop = Recipient(organization="Müller & <Söhne>", default_locale="en")
+    data = account_mail(kind, user_name="<b>carol</b>")
+    message = render(data, recipient=shop, settings=SETTINGS)
+    assert "&lt;b&gt;carol&lt;/b&gt;" in html(message)
+    assert "Müller &amp; &lt;Söhne&gt;" in html(message)
+    assert "<b>" not in html(message) and "<Söhne>" not in html(message)
+    assert "<b>carol</b>" in text(message)
+    assert "Müller & <Söhne>" in text(message)

@@ -12,17 +12,29 @@ import pytest
 from jinja2 import meta
 
 from service import i18n
-from workers.emails import EmailContent
+from service.emails import EmailContent
 from workers.mailer import MailSettings, Recipient, context_for
 
-KINDS = ("activation", "invitation", "duplicate", "welcome", "username_taken")
+KINDS = (
+    "activation",
+    "invitation",
+    "duplicate",
+    "welcome",
+    "username_taken",
+    "password_recovery",
+    "password_changed",
+    "locked_out",
+    "account_deleted",
+)
 PARTS = ("subject.txt", "txt", "html")
 SETTINGS = MailSettings(
     activation_key=b"k" * 32,
     invitation_key=b"i" * 32,
+    recovery_key=b"r" * 32,
     mail_from="x <x@example.com>",
     public_url="https://registrar.example",
     activation_valid_hours=48,
+    recovery_valid_minutes=60,
 )
 RECIPIENT = Recipient(organization="Acme", default_locale="en")
 # What the gateway's accept page views pass (service/gateway/accept.py).
@@ -47,6 +59,10 @@ def email_request(kind: str) -> EmailContent:
         invitation_id=uuid.uuid4(),
         expires_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
         user_created_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        recover_url="https://app.example/recover/{passwordRecoveryToken}",
+        recovery_token_id=uuid.uuid4(),
+        changed_at=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+        locked_until=dt.datetime(2026, 11, 3, tzinfo=dt.UTC),
     )
 
 

@@ -1,4 +1,4 @@
-"""Emails as rows: what a producing worker asks the mailer to send, and what the mailer
+"""Emails as rows: what a worker (or the gateway) asks the mailer to send, and what the mailer
 reads back.
 
 The `emails` row is the whole request: recipient, kind, locale and the render
