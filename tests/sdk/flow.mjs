@@ -5,10 +5,11 @@
 //
 // Reads one step per line on stdin, as JSON: {"step": "login", "username": ..., ...}.
 // Answers one JSON line per step on stdout:
-//   {"step", "status", "body", "token", "requests", "sdkErrors"}
+//   {"step", "status", "body", "token", "requests", "errors"}
 // status/body: what the SDK's promise settled with (null status: it threw);
 // token: what the SDK now holds in its storage (null when it holds none);
-// requests: what the SDK sent for this step (method, url, headers, body).
+// requests: what the SDK sent for this step (method, url, headers, body);
+// errors: what threw instead of answering (the SDK's code, fetch, an unknown step).
 // The SDK object lives across steps, so its token does too, as in an app.
 
 import { createRequire } from "node:module";
@@ -27,10 +28,10 @@ if (!baseUrl || !apiKey) {
 }
 
 let requests = [];
-let sdkErrors = [];
+let errors = [];
 // The SDK chains handlers on its promises that it never returns; if one throws, we
 // want to see it in the answer, not have Node end the process.
-process.on("unhandledRejection", (error) => sdkErrors.push(String(error?.stack ?? error)));
+process.on("unhandledRejection", (error) => errors.push(String(error?.stack ?? error)));
 
 function isJson(contentType) {
   return /[/+]json\b/i.test(contentType ?? "");
@@ -123,15 +124,17 @@ const steps = {
   reset: (args) => membership.passwordRecovery.reset(args),
   changePassword: ({ userName, ...passwords }) =>
     membership.user.changePassword(userName, passwords),
-  token: async () => ({ statusCode: null, data: app.getAccessToken() }),
 };
 
 async function run({ step, ...args }) {
   requests = [];
-  sdkErrors = [];
+  errors = [];
   let status = null;
   let body = null;
   try {
+    if (!Object.hasOwn(steps, step)) {
+      throw new Error(`unknown step ${step}; known: ${Object.keys(steps).join(", ")}`);
+    }
     const answer = await steps[step](args);
     status = answer.statusCode;
     body = answer.data ?? null;
@@ -140,12 +143,12 @@ async function run({ step, ...args }) {
       status = failure.statusCode;
       body = failure.data ?? null;
     } else {
-      sdkErrors.push(String(failure?.stack ?? failure));
+      errors.push(String(failure?.stack ?? failure));
     }
   }
   // let the SDK's own handlers on the same promise (token store/discard) run first
   await new Promise((resolve) => setImmediate(resolve));
-  return { step, status, body, token: heldToken(), requests, sdkErrors };
+  return { step, status, body, token: heldToken(), requests, errors };
 }
 
 for await (const line of createInterface({ input: process.stdin })) {
