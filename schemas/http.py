@@ -185,9 +185,13 @@ class LoginForm(BaseModel):
 
 
 class TokenBody(_Input):
-    """Body of PUT and DELETE /{apiKey}/login: the token to refresh or end."""
+    """Body of PUT and DELETE /{apiKey}/login: the token to refresh or end. Without
+    `token`, the Authorization bearer is meant (Baasic's SDK documents logout calls that
+    send an empty body)."""
 
-    token: Secret
+    token: Annotated[str | None, AfterValidator(_optional_plain_text)] = Field(
+        default=None, min_length=1, max_length=512, repr=False
+    )
     type: str = "bearer"
 
 
