@@ -34,8 +34,31 @@ def is_valid_locale(value: str) -> bool:
     )
 
 
+def is_plain_text(value: str) -> bool:
+    """Storable and hashable text: no NUL (PostgreSQL text cannot hold it) and no lone
+    UTF-16 surrogate (JSON escapes can carry one; it has no UTF-8 encoding)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_text(value: str) -> str:
+    if not is_plain_text(value):
+        raise ValueError("must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+def _optional_plain_text(value: str | None) -> str | None:
+    return None if value is None else _plain_text(value)
+
+
 def check_password(value: str) -> str:
     """The password policy: 8-128 characters, not only whitespace."""
+    _plain_text(value)
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
         raise ValueError(f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long")
     if not value.strip():
@@ -87,6 +110,13 @@ def _person_name(value: str) -> str:
 
 
 # Field types with their rules attached, shared by every body that has such a field.
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+Secret = Annotated[
+    str,
+    Field(min_length=1, max_length=512, repr=False),
+    AfterValidator(_plain_text),
+]
+LoginName = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_plain_text)]
 Email = Annotated[str, AfterValidator(normalize_email)]
 Password = Annotated[str, AfterValidator(check_password), Field(repr=False)]
 Confirmation = Annotated[str, Field(repr=False)]
@@ -150,21 +180,25 @@ class LoginForm(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     grant_type: Literal["password"]
-    username: Annotated[str, Field(min_length=1, max_length=320)]
-    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX, repr=False)]
+    username: LoginName
+    password: Annotated[Secret, Field(max_length=PASSWORD_MAX)]
 
 
 class TokenBody(_Input):
-    """Body of PUT and DELETE /{apiKey}/login: the token to refresh or end."""
+    """Body of PUT and DELETE /{apiKey}/login: the token to refresh or end. Without
+    `token`, the Authorization bearer is meant (Baasic's SDK documents logout calls that
+    send an empty body)."""
 
-    token: Annotated[str, Field(min_length=1, max_length=512, repr=False)]
+    token: Annotated[str | None, AfterValidator(_optional_plain_text)] = Field(
+        default=None, min_length=1, max_length=512, repr=False
+    )
     type: str = "bearer"
 
 
 class RecoverPasswordRequest(_Input):
     """Body of POST /{apiKey}/recover-password: `userName` is the userName or the email."""
 
-    user_name: Annotated[str, Field(min_length=1, max_length=320)]
+    user_name: LoginName
     recover_url: Annotated[str, AfterValidator(_recover_url)]
     challenge_identifier: str = ""
     challenge_response: str = ""
@@ -174,7 +208,7 @@ class ResetPasswordRequest(_Input):
     """Body of PUT /{apiKey}/recover-password. `confirmPassword` is optional (Baasic's
     clients compare the two inputs themselves); checked when present."""
 
-    password_recovery_token: Annotated[str, Field(min_length=1, max_length=512, repr=False)]
+    password_recovery_token: Secret
     new_password: Password
     confirm_password: str | None = Field(default=None, repr=False)
 
@@ -191,7 +225,9 @@ class ChangePasswordRequest(_Input):
     notification flag both ways: accepted, the first wins."""
 
     new_password: Password
-    old_password: str | None = Field(default=None, max_length=PASSWORD_MAX, repr=False)
+    old_password: Annotated[str | None, AfterValidator(_optional_plain_text)] = Field(
+        default=None, max_length=PASSWORD_MAX, repr=False
+    )
     send_mail_notification: bool | None = None
     send_email_notification: bool | None = None
     site_url: str | None = None
@@ -207,7 +243,7 @@ class ChangePasswordRequest(_Input):
 class DeleteAccountRequest(_Input):
     """Body of DELETE /{apiKey}/users/me: the account's password, once more."""
 
-    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX, repr=False)]
+    password: Annotated[Secret, Field(max_length=PASSWORD_MAX)]
 
 
 class _Output(BaseModel):

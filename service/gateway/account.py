@@ -23,6 +23,7 @@ from schemas.http import (
     DeleteAccountRequest,
     RecoverPasswordRequest,
     ResetPasswordRequest,
+    is_plain_text,
 )
 from service import account_requests, captcha, logins, sessions, single_use, users
 from service.amqp import BrokerUnavailable
@@ -163,6 +164,8 @@ async def _change_target(request: web.Request, tenant: Tenant, form: ChangePassw
     token = presented_token(request)
     pool = request.app[POOL]
     name_or_id = request.match_info["userName"]
+    if not is_plain_text(name_or_id):
+        raise NotFound("no such user")
     session = await sessions.use_session(pool, tenant_id=tenant.id, token=token)
     if session is not None:
         user = await users.find_by_id(pool, session.user_id)

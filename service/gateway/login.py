@@ -123,19 +123,20 @@ async def current_user(request: web.Request) -> web.Response:
     return model_response(user)
 
 
-async def _token_body(request: web.Request) -> TokenBody:
+async def _token_of_body(request: web.Request) -> str:
+    """The token a refresh or logout is about: the body's, else the bearer's."""
     form = validate(TokenBody, await read_json_object(request))
     if form.type.lower() != "bearer":
         raise BadRequest("only bearer tokens exist here")
-    return form
+    return form.token or presented_token(request)
 
 
 async def refresh(request: web.Request) -> web.Response:
     """PUT /{apiKey}/login {token, type}: a new token; the old one stops working."""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
-    form = await _token_body(request)
-    grant = await sessions.refresh_session(request.app[POOL], tenant_id=tenant.id, token=form.token)
+    token = await _token_of_body(request)
+    grant = await sessions.refresh_session(request.app[POOL], tenant_id=tenant.id, token=token)
     if grant is None:
         raise InvalidToken()
     return web.json_response(grant.body(), headers=NO_STORE)
@@ -146,6 +147,6 @@ async def logout(request: web.Request) -> web.Response:
     out twice is not an error, and the answer tells nothing about other tokens)."""
     enforce_rate_limit(request)
     tenant = await tenant_from_path(request)
-    form = await _token_body(request)
-    await sessions.close_session(request.app[POOL], tenant_id=tenant.id, token=form.token)
+    token = await _token_of_body(request)
+    await sessions.close_session(request.app[POOL], tenant_id=tenant.id, token=token)
     return web.Response(status=204)

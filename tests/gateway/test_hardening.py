@@ -3,6 +3,8 @@ however deep or however large its numbers, gets a 500."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.gateway.test_limits import body, gateway_client
@@ -62,5 +64,42 @@ async def test_nesting_beyond_the_limit_is_refused_by_name(settings, api_key):
         response = await client.post(f"/{api_key}/register", json={**body(), **ONE_LEVEL_TOO_DEEP})
         assert response.status == 400
         assert "nests deeper" in (await response.json())["detail"]
+    finally:
+        await client.close()
+
+
+# Found by `make fuzz`: a NUL reached PostgreSQL (500). Text that cannot be stored or
+# hashed (NUL, an unpaired surrogate from a JSON escape) is a 400 wherever it comes in.
+UNSTORABLE = ["ann\x00", "\\ud800ann"]
+X = "@TEXT@"  # where the unstorable text goes in each body
+
+
+@pytest.mark.parametrize("text", UNSTORABLE, ids=["nul", "lone-surrogate"])
+async def test_unstorable_text_is_400_on_the_life_cycle_routes(settings, api_key, text):
+    escaped = text.replace("\x00", "\\u0000")
+    client = await gateway_client(settings)
+    bearer = {"Authorization": "Bearer rgu_x", "Content-Type": "application/json"}
+    try:
+        recover_url = "https://app.example.com/r/{passwordRecoveryToken}"
+        attempts = [
+            ("POST", "login", {"grant_type": "password", "username": X, "password": "x"}),
+            ("POST", "login", {"grant_type": "password", "username": "ann", "password": X}),
+            ("PUT", "login", {"token": X}),
+            ("POST", "recover-password", {"userName": X, "recoverUrl": recover_url}),
+            ("PUT", "recover-password", {"passwordRecoveryToken": X, "newPassword": "long enough"}),
+            ("PUT", "users/ann/change-password", {"newPassword": "long enough", "oldPassword": X}),
+            ("DELETE", "users/me", {"password": X}),
+        ]
+        for method, path, fields in attempts:
+            raw = json.dumps(fields).replace(X, escaped)  # as the client's JSON escapes it
+            answer = await client.request(method, f"/{api_key}/{path}", data=raw, headers=bearer)
+            assert answer.status == 400, (method, path, answer.status, await answer.text())
+            assert answer.content_type == "application/problem+json"
+        nul_in_path = await client.put(
+            f"/{api_key}/users/ann%00/change-password",
+            json={"newPassword": "long enough"},
+            headers={"Authorization": "Bearer rgu_x"},
+        )
+        assert nul_in_path.status in (401, 404)
     finally:
         await client.close()
