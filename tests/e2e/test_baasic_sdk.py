@@ -58,13 +58,20 @@ class BaasicSdk:
 
 
 @pytest.fixture
-async def sdk(service, tenant):
-    if shutil.which("node") is None:
+def node() -> str:
+    """The node executable; without it the test is skipped (before any process starts)."""
+    path = shutil.which("node")
+    if path is None:
         pytest.skip("node is not installed: Baasic's JavaScript SDK cannot run")
     if not (HARNESS / "node_modules" / "baasic-sdk-javascript").is_dir():
         pytest.fail("tests/sdk has no node_modules: run `make sdk` (npm ci --prefix tests/sdk)")
+    return path
+
+
+@pytest.fixture
+async def sdk(node, service, tenant):
     process = await asyncio.create_subprocess_exec(
-        "node",
+        node,
         str(HARNESS / "flow.mjs"),
         service.base_url,
         tenant["apiKey"],
