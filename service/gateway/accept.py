@@ -19,7 +19,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.gateway.auth import enforce_rate_limit, enforce_tenant_rate_limit
-from service.gateway.body import model_response, read_json_object, validate
+from service.gateway.body import content_type_of, model_response, read_json_object, validate
 from service.gateway.keys import POOL, PUBLISHER, SETTINGS, WAITER
 from service.invitations import Decision, Invitation
 from service.locales import best_locale
@@ -129,7 +129,7 @@ def form_page(invitation: Invitation, *, name: str, errors: dict[str, bool]) -> 
 async def accept_form(request: web.Request) -> web.Response:
     """POST /invitations/{token} (the page's form)"""
     enforce_rate_limit(request)
-    if request.content_type not in FORM_TYPES:
+    if content_type_of(request) not in FORM_TYPES:
         raise UnsupportedMediaType("the form must be posted as a web form")
     invitation = await invitations.find_by_token(request.app[POOL], request.match_info["token"])
     if invitation is None:

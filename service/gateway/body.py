@@ -22,10 +22,20 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def content_type_of(request: web.Request) -> str:
+    """The request's media type, or "" when the header cannot be parsed (the stdlib parser
+    aiohttp uses raises IndexError on some malformed values, e.g. `;0*`: a 415, not a 500)."""
+    try:
+        return request.content_type
+    except Exception:  # any parser failure means: not a type we take
+        return ""
+
+
 async def read_json_object(request: web.Request) -> dict[str, object]:
     """The body as a JSON object, or a 413 / 415 / 400 error."""
-    if not _is_json(request.content_type):
-        raise UnsupportedMediaType(f"got {request.content_type!r}")
+    content_type = content_type_of(request)
+    if not _is_json(content_type):
+        raise UnsupportedMediaType(f"got {content_type!r}")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -15,7 +15,7 @@ from service.gateway.auth import (
     refuse_when_limited,
     tenant_from_path,
 )
-from service.gateway.body import model_response, read_json_object, validate
+from service.gateway.body import content_type_of, model_response, read_json_object, validate
 from service.gateway.keys import (
     CHECKER,
     LOGIN_ADDRESS_LIMITER,
@@ -44,7 +44,7 @@ def enforce_login_limits(request: web.Request, tenant: Tenant, login_name: str) 
 
 async def _login_form(request: web.Request) -> LoginForm:
     """The password grant, form-urlencoded as OAuth 2 and Baasic send it (JSON accepted)."""
-    if request.content_type == FORM:
+    if content_type_of(request) == FORM:
         fields: dict[str, object] = dict(await request.post())
     else:
         fields = await read_json_object(request)

@@ -103,3 +103,20 @@ async def test_unstorable_text_is_400_on_the_life_cycle_routes(settings, api_key
         assert nul_in_path.status in (401, 404)
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("content_type", [";0*", "a/b; =", ";"])
+async def test_unparseable_content_types_are_415_never_500(settings, api_key, content_type):
+    """Found by the fuzzer: the stdlib parser behind aiohttp's `content_type` raises
+    IndexError on some malformed headers."""
+    client = await gateway_client(settings)
+    try:
+        for path in ("register", "login"):
+            answer = await client.post(
+                f"/{api_key}/{path}", data=b"", headers={"Content-Type": content_type}
+            )
+            assert answer.status == 415, (path, answer.status)
+        form = await client.post("/invitations/x", data=b"", headers={"Content-Type": content_type})
+        assert 400 <= form.status < 500
+    finally:
+        await client.close()
