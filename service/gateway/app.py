@@ -148,26 +148,22 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     app[SUPERVISOR] = supervisor or Supervisor(
         asyncio.Event(), backoff_max=settings.restart_backoff_max_s
     )
-    app[LIMITER] = RateLimiter(
-        rate_per_minute=settings.rate_limit_per_minute,
-        burst=settings.rate_limit_burst,
-        max_keys=settings.rate_limit_max_keys,
-    )
-    app[TENANT_LIMITER] = RateLimiter(
-        rate_per_minute=settings.tenant_rate_limit_per_minute,
-        burst=settings.tenant_rate_limit_burst,
-        max_keys=settings.rate_limit_max_keys,
+
+    def limiter(rate_per_minute: int, burst: int) -> RateLimiter:
+        return RateLimiter(
+            rate_per_minute=rate_per_minute, burst=burst, max_keys=settings.rate_limit_max_keys
+        )
+
+    app[LIMITER] = limiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app[TENANT_LIMITER] = limiter(
+        settings.tenant_rate_limit_per_minute, settings.tenant_rate_limit_burst
     )
     app[LOGIN_POLICY] = LoginPolicy.from_settings(settings)
-    app[LOGIN_NAME_LIMITER] = RateLimiter(
-        rate_per_minute=settings.login_rate_limit_per_minute,
-        burst=settings.login_rate_limit_burst,
-        max_keys=settings.rate_limit_max_keys,
+    app[LOGIN_NAME_LIMITER] = limiter(
+        settings.login_rate_limit_per_minute, settings.login_rate_limit_burst
     )
-    app[LOGIN_ADDRESS_LIMITER] = RateLimiter(
-        rate_per_minute=settings.login_address_rate_limit_per_minute,
-        burst=settings.login_address_rate_limit_burst,
-        max_keys=settings.rate_limit_max_keys,
+    app[LOGIN_ADDRESS_LIMITER] = limiter(
+        settings.login_address_rate_limit_per_minute, settings.login_address_rate_limit_burst
     )
     app.cleanup_ctx.extend(
         [_postgres, _tenant_cache, _outcome_listener, _password_checker, _rabbitmq]
