@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What a tenant's bearer token may be allowed: inviting (Blynk's organization API), and
-# reading or changing users (the back office; users:write also sets passwords).
-SCOPES = ("users:invite", "users:read", "users:write")
+# What a tenant's bearer token may be allowed: inviting (Blynk's organization API),
+# reading or changing users (the back office; users:write also sets passwords), and
+# managing the tenant's webhook endpoints.
+SCOPES = ("users:invite", "users:read", "users:write", "webhooks:manage")
 
 
 def main(argv: list[str] | None = None) -> None:

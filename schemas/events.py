@@ -175,6 +175,21 @@ class UserLocked(EventData):
     reason: Literal["failed_logins", "admin"]
 
 
+class UserUpdated(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    at: datetime
+    # The names (camelCase, as in the user representation) of the fields that changed:
+    # userName, email, name, roles, isApproved. Never their old values or any secret.
+    changed: list[str]
+
+
+class UserUnlocked(EventData):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    at: datetime
+
+
 class UserDeleted(EventData):
     user_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -236,6 +251,8 @@ EVENTS: dict[str, tuple[str, type[EventData]]] = {
     "account.delete.requested": ("registrar.account.delete.requested.v1", AccountDeleteRequested),
     "user.password_changed": ("registrar.user.password_changed.v1", UserPasswordChanged),
     "user.locked": ("registrar.user.locked.v1", UserLocked),
+    "user.updated": ("registrar.user.updated.v1", UserUpdated),
+    "user.unlocked": ("registrar.user.unlocked.v1", UserUnlocked),
     "user.deleted": ("registrar.user.deleted.v1", UserDeleted),
     "email.requested": ("registrar.email.requested.v1", EmailRequested),
     "email.delivered": ("registrar.email.delivered.v1", EmailDelivered),

@@ -68,6 +68,15 @@ def check_prefixes(prefixes: list[str]) -> list[str]:
     return prefixes
 
 
+# Every tenant starts with Blynk's three roles (their numbers are Blynk's roleIds);
+# self-registered and invited users get `User`.
+PREDEFINED_ROLES = (
+    (1, "Admin", "Administers the organization"),
+    (2, "Staff", "Works for the organization"),
+    (3, "User", "Default role of registered users"),
+)
+
+
 async def create_tenant(
     pool: asyncpg.Pool,
     *,
@@ -108,11 +117,10 @@ async def create_tenant(
             mail_from,
             allowed,
         )
-        await conn.execute(
-            "INSERT INTO roles (id, tenant_id, name, description) VALUES ($1, $2, 'User', $3)",
-            uuid.uuid4(),
-            row["id"],
-            "Default role of registered users",
+        await conn.executemany(
+            "INSERT INTO roles (id, tenant_id, number, name, description) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            [(uuid.uuid4(), row["id"], *role) for role in PREDEFINED_ROLES],
         )
     return Tenant.from_row(row), api_key
 

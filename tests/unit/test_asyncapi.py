@@ -71,4 +71,6 @@ def test_commands_are_not_documented():
         "user.password_changed",
         "user.locked",
         "user.deleted",
+        "user.updated",
+        "user.unlocked",
     } == PUBLIC_EVENTS

@@ -32,6 +32,8 @@ from schemas.events import (
     UserLocked,
     UserPasswordChanged,
     UserRegistered,
+    UserUnlocked,
+    UserUpdated,
     envelope,
     parse,
     routing_key_of,
@@ -123,6 +125,10 @@ SAMPLES: dict[str, EventData] = {
         user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, locked_until=WHEN, reason="failed_logins"
     ),
     "user.deleted": UserDeleted(user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, by="self"),
+    "user.updated": UserUpdated(
+        user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN, changed=["email", "roles"]
+    ),
+    "user.unlocked": UserUnlocked(user_id=uuid.uuid4(), tenant_id=TENANT, at=WHEN),
 }
 
 
