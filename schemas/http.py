@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic.alias_generators import to_camel
 
 USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
@@ -164,7 +164,10 @@ class InviteRequest(InviteRegisterRequest):
     """Body of POST /api/v1/organization/users/invite: the same, with prefilled data."""
 
     name: PersonName
-    role_id: uuid.UUID | None = Field(default=None, strict=False)
+    # The role's id, or its number (Blynk's integer roleId: Admin 1, Staff 2, User 3, ...).
+    role_id: (
+        Annotated[uuid.UUID, Strict(False)] | Annotated[int, Field(ge=1, le=2**31 - 1)] | None
+    ) = None
 
 
 class AcceptInvitation(_WithNewPassword):

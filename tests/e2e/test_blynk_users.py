@@ -234,6 +234,36 @@ async def test_create_needs_a_json_object(service, org, http):
         assert_blynk_error(answer, 400)
 
 
+async def test_invite_takes_blynks_integer_role_id(service, org, http, mailbox):
+    email = new_email()
+    invite = {"email": email, "name": "Stefan", "roleId": 2}  # Staff
+    status, _, _ = await call(
+        http, service, "POST", f"{ORG}/users/invite", org["invite"], json=invite
+    )
+    assert status == 204
+    token = invitation_token(await mailbox.wait_for(lambda m: m["To"] == email))
+    body = {
+        "name": "Stefan",
+        "password": "stefan's password",
+        "confirmPassword": "stefan's password",
+    }
+    async with http.post(f"{service.base_url}/api/v1/invitations/{token}/accept", json=body) as r:
+        assert r.status == 200
+    _, found = await get(http, service, SEARCH, org["read"], query=email)
+    assert [u["roleId"] for u in found["content"]] == [2]
+    for role_id in (99, "2", 0, True):
+        status, answer, _ = await call(
+            http,
+            service,
+            "POST",
+            f"{ORG}/users/invite",
+            org["invite"],
+            json={**invite, "roleId": role_id},
+        )
+        assert status == 400, role_id
+        assert "roleId" in answer["error"]["message"]
+
+
 # --- who may call ----------------------------------------------------------------------
 
 ENDPOINTS = [
