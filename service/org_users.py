@@ -19,7 +19,7 @@ import uuid
 
 import asyncpg
 
-from schemas.blynk import OrgUser, UsersPage, UserSummary
+from schemas.blynk import OrgUser, SearchQuery, UsersPage, UserSummary
 from schemas.events import UserUpdated
 from service.errors import NotFound
 from service.outbox import add_event
@@ -86,19 +86,11 @@ def _pattern(query: str) -> str:
     return f"%{escaped}%"
 
 
-async def users_page(
-    pool: asyncpg.Pool,
-    *,
-    tenant_id: uuid.UUID,
-    page: int,
-    size: int,
-    query: str = "",
-    sort: str = "id",
-    descending: bool = False,
-) -> UsersPage:
-    """One 0-based page of the tenant's users whose name or email contains `query`
-    (case-insensitively), and how many there are in all."""
-    direction = "DESC" if descending else "ASC"
+async def users_page(pool: asyncpg.Pool, *, tenant_id: uuid.UUID, search: SearchQuery) -> UsersPage:
+    """One 0-based page of the tenant's users whose name or email contains the query
+    (case-insensitively), in the order asked for, and how many there are in all."""
+    query, sort = search.query, search.sort_field
+    direction = search.sort_order  # ASC or DESC (validated), like every SQL piece here
     args, matches = ([tenant_id, _pattern(query)], MATCHES) if query else ([tenant_id], "")
     # The page's ids first, its columns after: a deep page does not compute the roles and
     # statuses of every user it skips. SQL from ORDER, never from the caller's text.
@@ -114,7 +106,7 @@ async def users_page(
         total = await conn.fetchval(
             f"SELECT count(*) FROM users u WHERE u.tenant_id = $1 {matches}", *args
         )
-        rows = await conn.fetch(page_sql, *args, size, page * size)
+        rows = await conn.fetch(page_sql, *args, search.size, search.page * search.size)
     return UsersPage(content=[UserSummary(**row) for row in rows], total_elements=total)
 
 

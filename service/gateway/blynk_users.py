@@ -41,30 +41,23 @@ def _query(request: web.Request, model: type[M]) -> M:
     return validate(model, dict(request.query))
 
 
+async def _users_page(request: web.Request, model: type[PageQuery]) -> web.Response:
+    tenant = await _tenant(request, READ)
+    asked = _query(request, model)
+    search = (
+        asked if isinstance(asked, SearchQuery) else SearchQuery(page=asked.page, size=asked.size)
+    )
+    return _json(await org_users.users_page(request.app[POOL], tenant_id=tenant.id, search=search))
+
+
 async def list_users(request: web.Request) -> web.Response:
     """GET /api/v1/organization/users?page=0&size=20 -> 200 {content, totalElements}"""
-    tenant = await _tenant(request, READ)
-    paging = _query(request, PageQuery)
-    page = await org_users.users_page(
-        request.app[POOL], tenant_id=tenant.id, page=paging.page, size=paging.size
-    )
-    return _json(page)
+    return await _users_page(request, PageQuery)
 
 
 async def search_users(request: web.Request) -> web.Response:
     """GET /api/v1/organization/search/users?query=&page=&size=&sortBy=&sortOrder="""
-    tenant = await _tenant(request, READ)
-    search = _query(request, SearchQuery)
-    page = await org_users.users_page(
-        request.app[POOL],
-        tenant_id=tenant.id,
-        page=search.page,
-        size=search.size,
-        query=search.query,
-        sort=search.sort_field,
-        descending=search.sort_order == "DESC",
-    )
-    return _json(page)
+    return await _users_page(request, SearchQuery)
 
 
 async def get_user(request: web.Request) -> web.Response:
