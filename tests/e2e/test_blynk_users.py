@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import next_event
 from tests.e2e.test_invitations import invitation_token
+from tests.e2e.test_self_registration import activation_token_in, new_body, register_url
 
 pytestmark = pytest.mark.e2e
 ORG = "/api/v1/organization"
@@ -31,9 +32,10 @@ def new_email(tag: str = "member") -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
 
-def new_org(service) -> dict:
-    """A tenant with one token per scope combination, as an organization would hold."""
-    tenant = service.cli("tenant", "create", f"Blynk Org {uuid.uuid4().hex[:6]}")
+def new_org(service, *options: str) -> dict:
+    """A tenant (`tenant create` options) with a token for each scope, as an organization
+    would hold them."""
+    tenant = service.cli("tenant", "create", f"Blynk Org {uuid.uuid4().hex[:6]}", *options)
 
     def token(*scopes: str) -> str:
         args = [arg for scope in scopes for arg in ("--scope", scope)]
@@ -158,6 +160,23 @@ async def test_create_without_password_invites_and_the_accepted_user_is_pending_
     now_ms = dt.datetime.now(dt.UTC).timestamp() * 1000
     for field in ("registeredAt", "lastLoggedAt", "lastModifiedTs"):
         assert isinstance(user[field], int) and now_ms - 60_000 < user[field] <= now_ms + 1000
+
+
+async def test_a_self_registered_user_is_pending_until_activation_signs_them_in(
+    service, http, mailbox
+):
+    org = new_org(service, "--activation-url-prefix", "https://app.example.com/")
+    body = new_body()
+    async with http.post(register_url(service, org), json=body) as r:
+        assert r.status == 200
+    _, found = await get(http, service, SEARCH, org["read"], query=body["email"])
+    (user,) = found["content"]
+    assert user["status"] == "Pending" and user["name"] == ""
+    token = activation_token_in(await mailbox.wait_for(lambda m: m["To"] == body["email"]))
+    async with http.put(f"{service.base_url}/{org['apiKey']}/register/activate/{token}") as r:
+        assert r.status == 200 and "access_token" in await r.json()
+    _, user = await get(http, service, USER, org["read"], userId=str(user["id"]))
+    assert user["status"] == "Active" and isinstance(user["lastLoggedAt"], int)
 
 
 async def test_create_for_an_existing_member_is_204_and_mails_nothing(
