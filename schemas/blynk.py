@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.http import Email, LocaleTag, Problem, check_password
+from schemas.http import ROLE_NUMBER_MAX, Email, LocaleTag, Problem, check_password
 
 # Blynk's ids are int64; larger values could not even reach PostgreSQL (bigint).
 INT64_MAX = 2**63 - 1
@@ -109,7 +109,7 @@ class UserQuery(_Query):
 class RoleQuery(UserQuery):
     """`userId` and `roleId` of PUT /api/v1/organization/users/role."""
 
-    role_id: int = Field(ge=1, le=2**31 - 1)
+    role_id: int = Field(ge=1, le=ROLE_NUMBER_MAX)
 
 
 class CreateUser(BaseModel):
