@@ -9,7 +9,14 @@ from typing import Annotated, Any, Literal
 
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 USER_NAME = re.compile(r"^[A-Za-z0-9._\-@]{3,64}$")
@@ -109,6 +116,22 @@ def _person_name(value: str) -> str:
     return value.strip()
 
 
+ROLE_NUMBER_MAX = 2**31 - 1
+
+
+def _role_ref(value: object) -> uuid.UUID | int:
+    """A role by its id (a UUID string) or its number in the tenant (Blynk's integer
+    roleId: Admin 1, Staff 2, User 3, ...); one error, at the field, for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= ROLE_NUMBER_MAX:
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValueError("must be a role id (UUID) or a role number (1, 2, 3, ...)")
+
+
 # Field types with their rules attached, shared by every body that has such a field.
 PlainText = Annotated[str, AfterValidator(_plain_text)]
 Secret = Annotated[
@@ -124,6 +147,13 @@ UserName = Annotated[str, AfterValidator(_user_name)]
 ActivationUrl = Annotated[str, AfterValidator(_activation_url)]
 LocaleTag = Annotated[str, AfterValidator(_locale)]
 PersonName = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_person_name)]
+RoleRef = Annotated[
+    uuid.UUID | int,
+    PlainValidator(
+        _role_ref,
+        json_schema_input_type=uuid.UUID | Annotated[int, Field(ge=1, le=ROLE_NUMBER_MAX)],
+    ),
+]
 
 
 class _WithNewPassword(_Input):
@@ -164,7 +194,7 @@ class InviteRequest(InviteRegisterRequest):
     """Body of POST /api/v1/organization/users/invite: the same, with prefilled data."""
 
     name: PersonName
-    role_id: uuid.UUID | None = Field(default=None, strict=False)
+    role_id: RoleRef | None = None
 
 
 class AcceptInvitation(_WithNewPassword):

@@ -72,6 +72,12 @@ async def open_session(
     return Grant(access_token=token, expires_in=int(ttl.total_seconds()), sliding=sliding)
 
 
+async def record_sign_in(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> None:
+    """Remember that the user signed in now, other than by a login (which records it with
+    its own update): Blynk's lastLoggedAt and status read it (service.org_users)."""
+    await conn.execute("UPDATE users SET last_login_at = now() WHERE id = $1", user_id)
+
+
 # One statement: find a live token, slide it, and check its user may still use it (an
 # administrator's lock blocks access at once).
 USE_SESSION = """

@@ -268,9 +268,15 @@ async def revoke_access_token(pool: asyncpg.Pool, token_id: uuid.UUID) -> bool:
     return bool(revoked)
 
 
-async def role_exists(pool: asyncpg.Pool, *, tenant_id: uuid.UUID, role_id: uuid.UUID) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT true FROM roles WHERE id = $1 AND tenant_id = $2", role_id, tenant_id
-        )
+async def role_id_of(
+    pool: asyncpg.Pool, *, tenant_id: uuid.UUID, role: uuid.UUID | int
+) -> uuid.UUID | None:
+    """The id of the tenant's role with this id or number (Blynk's roleId), or None."""
+    column = "number" if isinstance(role, int) else "id"  # a column name, never input
+    return await pool.fetchval(
+        f"SELECT id FROM roles WHERE {column} = $1 AND tenant_id = $2", role, tenant_id
     )
+
+
+async def role_exists(pool: asyncpg.Pool, *, tenant_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+    return await role_id_of(pool, tenant_id=tenant_id, role=role_id) is not None

@@ -37,6 +37,7 @@ async def activate(request: web.Request) -> web.Response:
     )
     if user is None:
         raise NotFound("the user no longer exists")
+    await sessions.record_sign_in(pool, user_id)  # activation signs the user in
     grant = await sessions.open_session(
         pool,
         tenant_id=tenant.id,

@@ -13,6 +13,7 @@ from service.gateway import (
     accept,
     account,
     activation,
+    blynk_users,
     cors,
     health,
     invite,
@@ -190,6 +191,11 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     baasic.add("PUT", "/{apiKey}/users/{userName}/change-password", account.change_password)
     app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
     app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)
+    app.router.add_get("/api/v1/organization/users", blynk_users.list_users)
+    app.router.add_get("/api/v1/organization/search/users", blynk_users.search_users)
+    app.router.add_get("/api/v1/organization/user", blynk_users.get_user)
+    app.router.add_post("/api/v1/organization/users/create", blynk_users.create_user)
+    app.router.add_put("/api/v1/organization/users/role", blynk_users.change_role)
     app.router.add_get("/invitations/{token}", accept.show_form)
     app.router.add_post("/invitations/{token}", accept.accept_form)
     app.router.add_post("/api/v1/invitations/{token}/accept", accept.accept_api)

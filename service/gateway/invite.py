@@ -25,14 +25,14 @@ async def _invite(request: web.Request, model: type[BaseModel]) -> web.Response:
     tenant = token.tenant
     enforce_tenant_rate_limit(request, tenant.id)
     form = validate(model, body := await read_json_object(request))
-    role_id = getattr(form, "role_id", None)
-    if role_id is not None and not await tenants.role_exists(
-        request.app[POOL], tenant_id=tenant.id, role_id=role_id
-    ):
-        raise ValidationFailed(
-            "roleId is not a role of this organization",
-            errors=[{"field": "roleId", "message": "unknown role"}],
-        )
+    role, role_id = getattr(form, "role_id", None), None
+    if role is not None:
+        role_id = await tenants.role_id_of(request.app[POOL], tenant_id=tenant.id, role=role)
+        if role_id is None:
+            raise ValidationFailed(
+                "roleId is not a role of this organization",
+                errors=[{"field": "roleId", "message": "unknown role"}],
+            )
     data = InviteRequested(
         request_id=uuid7(),
         tenant_id=tenant.id,
@@ -58,5 +58,6 @@ async def invite_register(request: web.Request) -> web.Response:
 
 
 async def invite_with_data(request: web.Request) -> web.Response:
-    """POST /api/v1/organization/users/invite {email, name, roleId?, locale?} -> 204"""
+    """POST /api/v1/organization/users/invite {email, name, roleId?, locale?} -> 204;
+    roleId is the role's id or its number (Blynk's integer roleId)."""
     return await _invite(request, InviteRequest)

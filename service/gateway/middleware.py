@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,6 +19,8 @@ from service.supervisor import is_transient
 
 log = logging.getLogger("registrar.access")
 PROBLEM_JSON = "application/problem+json"
+# Blynk-shaped routes (SPEC §4, §11): their problems also carry Blynk's error body.
+BLYNK_PATHS = "/api/v1/organization/"
 
 
 def problem_response(
@@ -48,6 +52,25 @@ def api_error_response(exc: ApiError) -> web.Response:
     )
 
 
+def with_blynk_error(response: web.Response) -> web.Response:
+    """The same problem with Blynk's `{"error": {"message": ...}}` beside its members (an
+    RFC 9457 extension member): Blynk's clients read `error.message`, others the problem.
+    The message is the detail, and the field errors when there are some."""
+    body = json.loads(response.body)
+    message = body.get("detail") or body["title"]
+    if errors := body.get("errors"):
+        message += ": " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    body["error"] = {"message": message}
+    return web.json_response(
+        body, status=response.status, headers=_kept(response.headers), content_type=PROBLEM_JSON
+    )
+
+
+def _kept(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of an answer whose body, and so its type and length, is replaced."""
+    return {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+
+
 def _route_template(request: web.Request) -> str:
     # The templated route (/{apiKey}/register), never the raw path: paths carry API keys
     # and tokens, which must not reach the logs.
@@ -72,13 +95,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             if exc.status < 400:
                 raise
             # Keep headers such as Allow (405); the body, and so its type, is ours.
-            kept = {
-                k: v
-                for k, v in exc.headers.items()
-                if k.lower() not in ("content-type", "content-length")
-            }
             response = problem_response(
-                exc.status, type_uri="about:blank", title=exc.reason, headers=kept
+                exc.status, type_uri="about:blank", title=exc.reason, headers=_kept(exc.headers)
             )
         except Exception as exc:
             if not is_transient(exc):
@@ -96,6 +114,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                 response = api_error_response(
                     ServiceUnavailable("a dependency is unavailable; retry later")
                 )
+        if response.content_type == PROBLEM_JSON and request.path.startswith(BLYNK_PATHS):
+            response = with_blynk_error(response)
         response.headers["X-Request-Id"] = request_id
         secure_html(response)
         route = _route_template(request)

@@ -10,6 +10,16 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from schemas.blynk import (
+    PAGE_MAX,
+    QUERY_MAX,
+    SIZE_MAX,
+    SORT_BY,
+    BlynkProblem,
+    CreateUser,
+    OrgUser,
+    UsersPage,
+)
 from schemas.http import (
     AcceptInvitation,
     ActivatedUser,
@@ -42,8 +52,9 @@ INPUTS = (
     ResetPasswordRequest,
     ChangePasswordRequest,
     DeleteAccountRequest,
+    CreateUser,
 )
-OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem)
+OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem, UsersPage, OrgUser, BlynkProblem)
 API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -59,6 +70,17 @@ def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/problem+json": {"schema": _ref(Problem)}},
+    }
+
+
+def _blynk(responses: dict[str, Any]) -> dict[str, Any]:
+    """Answers of a Blynk-shaped route: its problems also carry Blynk's error body."""
+    problem = {"application/problem+json": {"schema": _ref(BlynkProblem)}}
+    return {
+        status: {**answer, "content": problem}
+        if "application/problem+json" in answer.get("content", {})
+        else answer
+        for status, answer in responses.items()
     }
 
 
@@ -202,6 +224,97 @@ def account_paths() -> dict[str, Any]:
     }
 
 
+def _query(name: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def org_user_paths() -> dict[str, Any]:
+    """Organization users, Blynk-shaped (SPEC §11)."""
+    paging = (
+        _query("page", {"type": "integer", "minimum": 0, "maximum": PAGE_MAX, "default": 0}),
+        _query("size", {"type": "integer", "minimum": 1, "maximum": SIZE_MAX, "default": 20}),
+    )
+    user_id = _query("userId", {"type": "integer", "minimum": 1}, required=True)
+    refused = {
+        "401": _problem("Missing, unknown or revoked token"),
+        "429": _problem("Rate limit exceeded (Retry-After)"),
+        "503": _problem("A dependency is unavailable (Retry-After)"),
+    }
+    reads = {"400": _problem("Bad parameter"), "403": _problem("Token lacks users:read")}
+    writes = {"403": _problem("Token lacks users:write")}
+    page = {"200": {"description": "A page of users", "content": _json(UsersPage)}}
+    full = {"200": {"description": "The user", "content": _json(OrgUser)}}
+    sort_by = sorted({name.title() for name in SORT_BY})
+    return {
+        "/api/v1/organization/users": {
+            "get": _op(
+                "List the organization's users (Blynk), by id",
+                _blynk({**page, **reads, **refused}),
+                params=paging,
+                bearer="users:read",
+            )
+        },
+        "/api/v1/organization/search/users": {
+            "get": _op(
+                "Search users by name or email (case-insensitive)",
+                _blynk({**page, **reads, **refused}),
+                params=(
+                    _query("query", {"type": "string", "maxLength": QUERY_MAX}),
+                    *paging,
+                    _query("sortBy", {"enum": sort_by, "default": "User Id"}),
+                    _query("sortOrder", {"enum": ["ASC", "DESC"], "default": "ASC"}),
+                ),
+                bearer="users:read",
+            )
+        },
+        "/api/v1/organization/user": {
+            "get": _op(
+                "One user",
+                _blynk({**full, **reads, "404": _problem("No such user"), **refused}),
+                params=(user_id,),
+                bearer="users:read",
+            )
+        },
+        "/api/v1/organization/users/create": {
+            "post": _op(
+                "Create a user; without a password the user is emailed a link to set one",
+                _blynk(
+                    {
+                        "204": {"description": "Created, invited, or there already"},
+                        **writes,
+                        "422": _problem("Idempotency-Key reused with another body"),
+                        "501": _problem("With a password: not available yet"),
+                        **refused,
+                        **COMMON,
+                    }
+                ),
+                body=CreateUser,
+                params=({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},),
+                bearer="users:write",
+            )
+        },
+        "/api/v1/organization/users/role": {
+            "put": _op(
+                "Give a user one role (Admin 1, Staff 2, User 3, ...); publishes user.updated",
+                _blynk(
+                    {
+                        **full,
+                        "400": _problem("Bad parameter"),
+                        **writes,
+                        "404": _problem("No such user, or no such role"),
+                        **refused,
+                    }
+                ),
+                params=(
+                    user_id,
+                    _query("roleId", {"type": "integer", "minimum": 1}, required=True),
+                ),
+                bearer="users:write",
+            )
+        },
+    }
+
+
 def paths() -> dict[str, Any]:
     register_params = (
         API_KEY,
@@ -214,12 +327,14 @@ def paths() -> dict[str, Any]:
         {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
     )
     invite_params = ({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},)
-    invite_answers = {
-        "204": {"description": "Invitation requested"},
-        "401": _problem("Missing, unknown or revoked token"),
-        "403": _problem("Token lacks users:invite"),
-        **COMMON,
-    }
+    invite_answers = _blynk(
+        {
+            "204": {"description": "Invitation requested"},
+            "401": _problem("Missing, unknown or revoked token"),
+            "403": _problem("Token lacks users:invite"),
+            **COMMON,
+        }
+    )
     return {
         "/{apiKey}/register": {
             "post": _op(
@@ -355,6 +470,7 @@ def paths() -> dict[str, Any]:
         },
         "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}})},
         **account_paths(),
+        **org_user_paths(),
     }
 
 
@@ -372,7 +488,9 @@ def build_openapi() -> dict[str, Any]:
             "title": "registrar",
             "version": "0.1.0",
             "description": "Self-service registration (Baasic-compatible) and organization "
-            "invitations (Blynk-compatible). Errors are RFC 9457 problem+json.",
+            "invitations and organization users (Blynk-compatible). Errors are RFC 9457 "
+            "problem+json; on Blynk-shaped routes they also carry Blynk's "
+            '`{"error": {"message"}}`.',
         },
         "paths": paths(),
         "components": {

@@ -171,8 +171,8 @@ async def test_accept_via_json_creates_an_approved_user_with_the_invited_role_on
 ):
     email = new_email()
     role_id = await e2e_pool.fetchval(
-        "INSERT INTO roles (id, tenant_id, name, description) VALUES ($1, $2, $3, 'ops') "
-        "RETURNING id",
+        "INSERT INTO roles (id, tenant_id, name, description, number) "
+        "SELECT $1, $2, $3, 'ops', max(number) + 1 FROM roles WHERE tenant_id = $2 RETURNING id",
         uuid.uuid4(),
         uuid.UUID(org["id"]),
         f"Operator-{uuid.uuid4().hex[:6]}",

@@ -121,11 +121,16 @@ async def insert_user(pool: asyncpg.Pool, tenant: Tenant, email: str) -> uuid.UU
 
 
 async def add_role(pool: asyncpg.Pool, tenant: Tenant, name: str) -> uuid.UUID:
-    role_id = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO roles (id, tenant_id, name) VALUES ($1, $2, $3)", role_id, tenant.id, name
+    """The tenant's role `name`, added when missing (Admin, Staff and User exist from the
+    start, migration 0013)."""
+    return await pool.fetchval(
+        "INSERT INTO roles (id, tenant_id, name, number) "
+        "SELECT $1, $2, $3, max(number) + 1 FROM roles WHERE tenant_id = $2 "
+        "ON CONFLICT (tenant_id, lower(name)) DO UPDATE SET name = roles.name RETURNING id",
+        uuid.uuid4(),
+        tenant.id,
+        name,
     )
-    return role_id
 
 
 async def outbox(pool: asyncpg.Pool, routing_key: str, **data: str) -> list[dict]:

@@ -130,11 +130,16 @@ def test_invite_accepts_a_name_of_200_characters() -> None:
     assert InviteRequest.model_validate(invite(name="x" * 200)).name == "x" * 200
 
 
-@pytest.mark.parametrize("role_id", ["admin", "1234", 42, ROLE[:-1]])
-def test_invite_role_id_must_be_a_uuid(role_id: Any) -> None:
+@pytest.mark.parametrize("role_id", ["admin", "1234", ROLE[:-1], 0, -1, 2**31, True, 1.0])
+def test_invite_role_id_must_be_a_uuid_or_a_role_number(role_id: Any) -> None:
     with pytest.raises(ValidationError) as exc:
         InviteRequest.model_validate(invite(roleId=role_id))
     assert error_fields(exc) == {"roleId"}
+
+
+@pytest.mark.parametrize("role_id", [1, 3, 42, 2**31 - 1])
+def test_invite_role_id_may_be_blynks_integer_role_id(role_id: int) -> None:
+    assert InviteRequest.model_validate(invite(roleId=role_id)).role_id == role_id
 
 
 @pytest.mark.parametrize("extra", [{"role_id": ROLE}, {"password": SECRET}, {"userName": "b"}])
