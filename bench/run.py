@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika  # noqa: E402
 from _load import Client, Sample  # noqa: E402
+from _report import quantile_ms  # noqa: E402
 from argon2 import PasswordHasher  # noqa: E402
 
 from service.settings import Settings  # noqa: E402
@@ -230,14 +230,6 @@ class Tracker:
             await asyncio.sleep(0.1)
 
 
-def p99_ms(values: list[float]) -> float:
-    if not values:
-        return float("nan")
-    if len(values) < 2:
-        return values[0] * 1000
-    return statistics.quantiles(values, n=100, method="inclusive")[98] * 1000
-
-
 def ok(samples: list[Sample]) -> list[Sample]:
     bad = [s for s in samples if s.status != 202]
     if bad:
@@ -363,7 +355,7 @@ async def pipeline_phases(options: Options, args, door_rps: float) -> dict[str, 
         build = builder(api_key, f"a{uuid.uuid4().hex[:6]}.")
         await client.open_loop(build, rate, args.accept_s)
         accepted = ok(client.samples)
-        figures["accept_p99_ms"] = p99_ms([s.done - s.start for s in accepted])
+        figures["accept_p99_ms"] = quantile_ms([s.done - s.start for s in accepted], 99)
         progress(f"accept: p99 {figures['accept_p99_ms']:.1f} ms; draining the backlog")
         await tracker.drain(
             [s.email for s in accepted], args.drain_s, what="accept backlog", stall_s=30
@@ -382,7 +374,7 @@ async def pipeline_phases(options: Options, args, door_rps: float) -> dict[str, 
         ]
         if len(latencies) < len(accepted):
             progress(f"e2e: {len(accepted) - len(latencies)} events never seen")
-        figures["e2e_p99_ms"] = p99_ms(latencies)
+        figures["e2e_p99_ms"] = quantile_ms(latencies, 99)
         progress(f"e2e: p99 {figures['e2e_p99_ms']:.1f} ms")
 
         # Burst.
