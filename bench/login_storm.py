@@ -8,14 +8,18 @@ Environment of tests/faults); progress on stderr, the `name=value` lines last on
    Some are then activated in the database, as the activation worker does it
    (`is_approved = true`); some of those are locked by five wrong passwords through the
    gateway (the default REGISTRAR_LOGIN_MAX_FAILURES).
-2. Storm: for each password-check configuration (`--configs THREADS:QUEUE,...`; the
-   first is the Settings default and gives the headline figures) a gateway without
-   workers, as `door_rps` is measured by `make bench`; all of them run at once. Rounds,
-   interleaved (alone, storm; one configuration after the other; `--rounds` times):
-   the door alone (32 closed-loop connections, `POST /{apiKey}/register` with
-   `Prefer: respond-async`, as run.py's door phase), then the same while 50 closed-loop
-   clients post wrong passwords to `/{apiKey}/login`, half for the existing users and
-   half for names that do not exist. Medians over the rounds.
+2. Storm: for each password-check configuration (`--configs THREADS:QUEUE[:NICE],...`;
+   the first is the Settings default and gives the headline figures; NICE is an
+   experiment: the bench renices the gateway's verify threads, there is no setting for
+   it) a gateway without workers, as `door_rps` is measured by `make bench`; all of them
+   run at once. Rounds, interleaved (alone, storm; one configuration after the other;
+   `--rounds` times): the door alone (32 closed-loop connections, `POST
+   /{apiKey}/register` with `Prefer: respond-async`, as run.py's door phase), then the
+   same while 50 closed-loop clients post wrong passwords to `/{apiKey}/login`, half for
+   the existing users and half for names that do not exist. Medians over the rounds.
+   Meanwhile the CPU of the gateway's event loop and of its other threads (argon2), of
+   PostgreSQL, RabbitMQ, the load generator and the whole machine is read from /proc
+   (stderr: cores, and CPU ms per door 202, alone -> storm).
 3. Timing, no storm, against the first configuration's gateway: the 401 of each kind of
    failure — unknown user, wrong password, not yet activated (right password), locked
    (right password) — one request at a time, the kinds interleaved.
@@ -27,14 +31,17 @@ something is broken (an answer other than 202 at the door, a login answer other 
 401/429/503, a lost answer, a process that did not exit 0, a ratio that is nan), never
 for a low ratio. Each configuration's row and the timing row go to bench/RESULTS.md.
 
-    .venv/bin/python bench/login_storm.py [--rounds 3] [--round-s 5] [--configs 1:64,2:64,1:8]
-        [--profile var/storm.txt]    # py-spy of the first gateway in its first storm
+    .venv/bin/python bench/login_storm.py [--rounds 4] [--round-s 5]
+        [--configs 1:64,2:64,1:8,1:64:10] [--profile var/storm.txt]
+
+(--profile: py-spy of the first configuration's gateway during its first storm.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -49,9 +56,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import asyncpg  # noqa: E402
-from _cpu import threads_of  # noqa: E402
+from _cpu import TICK, CpuMeter, pids_named, threads_of  # noqa: E402
 from _load import Client, Sample  # noqa: E402
-from door_cost import py_spy  # noqa: E402
+from _report import quantile_ms  # noqa: E402
+from door_cost import postgres_pids, py_spy  # noqa: E402
 from run import (  # noqa: E402
     DOOR_CONNECTIONS,
     LIMITS,
@@ -92,6 +100,7 @@ STORM_FIGURES = (
     "storm_verify_cores",
 )
 KINDS = ("unknown", "wrong_password", "not_activated", "locked")
+CPU_GROUPS = ("loop", "verify", "postgres", "rabbitmq", "loadgen", "machine", "stolen")
 TIMING_FIGURES = (
     *(f"login_{kind}_{q}_ms" for kind in KINDS for q in ("p50", "p90")),
     "login_timing_spread",
@@ -124,15 +133,6 @@ def login_requests(api_key: str):
         return f"{head}{len(body)}\r\n\r\n".encode() + body
 
     return request
-
-
-def quantile_ms(values: list[float], q: int) -> float:
-    """The q-th percentile of `values` (seconds), in ms; nan without values."""
-    if not values:
-        return float("nan")
-    if len(values) < 2:
-        return values[0] * 1000
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
 def check_answers(samples: list[Sample], allowed: set[int], what: str, broken: Broken) -> None:
@@ -219,16 +219,21 @@ class Config:
     """One password-check configuration, its gateway and what its rounds measured."""
 
     def __init__(self, spec: str, headline: bool) -> None:
-        threads, _, queue = spec.partition(":")
-        self.threads, self.queue = int(threads), int(queue)
-        self.label = f"threads={self.threads} queue={self.queue}"
-        self.suffix = "" if headline else f"_threads{self.threads}_queue{self.queue}"
+        threads, queue, *nice = map(int, spec.split(":"))
+        self.threads, self.queue, self.nice = threads, queue, (nice or [0])[0]
+        self.spec = f"{threads}:{queue}" + (f":{self.nice}" if self.nice else "")
+        self.label = f"threads={threads} queue={queue}" + (
+            f" (verify threads reniced to {self.nice} by the bench)" if self.nice else ""
+        )
+        name = f"threads{threads}_queue{queue}" + (f"_nice{self.nice}" if self.nice else "")
+        self.suffix = "" if headline else f"_{name}"
         self.service: Service | None = None
         self.alone: list[float] = []
         self.storm: list[float] = []
         self.logins: list[Sample] = []  # answered within the storm rounds' windows
         self.window_s = 0.0
         self.verify_cores: list[float] = []
+        self.cpu: dict[str, list[dict[str, float]]] = {"alone": [], "storm": []}
 
     def start(self, env: Environment) -> Service:
         process_env = {
@@ -236,9 +241,36 @@ class Config:
             "REGISTRAR_PASSWORD_CHECK_THREADS": str(self.threads),
             "REGISTRAR_PASSWORD_CHECK_QUEUE": str(self.queue),
         }
-        name = f"gateway-t{self.threads}-q{self.queue}"
-        self.service = Service(process_env, env.root / name, workers=0)
+        self.service = Service(process_env, env.root / f"gateway-{self.spec}", workers=0)
         return self.service
+
+    def report_cpu(self) -> None:
+        """On stderr: the median cores of each group, and its CPU ms per door 202, in the
+        door's rounds alone and in its rounds with the storm."""
+        progress(f"{self.label}, medians of the rounds, alone -> storm:")
+        phases = {"alone": self.alone, "storm": self.storm}
+        for name in CPU_GROUPS:
+            used, per_202 = [], []
+            for phase, rates in phases.items():
+                rounds = self.cpu[phase]
+                used.append(statistics.median(c[name] for c in rounds))
+                ms = [1000 * c[name] / rps for c, rps in zip(rounds, rates, strict=True)]
+                per_202.append(statistics.median(ms))
+            progress(
+                f"  {name:<9} {used[0]:5.2f} -> {used[1]:5.2f} cores, "
+                f"{per_202[0]:5.2f} -> {per_202[1]:5.2f} ms per door 202"
+            )
+
+    def renice(self) -> None:
+        """The experiment of a niceness for the verify threads (as REGISTRAR_HASH_NICE is
+        for the workers' hash threads), done from outside: every thread of the gateway but
+        its event loop gets `nice`. The pool starts its threads at the first checks, so
+        this runs once the storm is on."""
+        pid = self.service.gateway.popen.pid
+        for tid in threads_of(pid) if self.nice else ():
+            if tid != pid:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, self.nice)
 
     def figures(self) -> dict[str, float]:
         alone = statistics.median(self.alone) if self.alone else float("nan")
@@ -271,34 +303,52 @@ def storm_builder(api_key: str, existing: list[str], tag: str):
     return build
 
 
-class ThreadMeter:
-    """CPU cores used by a process's main thread (the event loop) and by its others."""
+def machine_cpu() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, f.readline().split()[1:9]
+        )
+    return (user + nice + system + irq + softirq) / TICK, steal / TICK
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._before: dict[int, float] = {}
+
+class RoundMeter:
+    """Cores used over a round: the gateway's event loop (its main thread) and its other
+    threads (the argon2 verifications), this run's PostgreSQL processes, RabbitMQ (shared
+    with anyone else on the machine), the load generator, and the whole machine."""
+
+    def __init__(self, gateway: int, postgres: list[int]) -> None:
+        self.gateway = gateway
+        self._groups = CpuMeter(
+            {"postgres": postgres, "rabbitmq": pids_named("beam.smp"), "loadgen": [os.getpid()]}
+        )
+        self._threads: dict[int, float] = {}
+        self._machine = (0.0, 0.0)
         self._started = 0.0
 
     def start(self) -> None:
-        self._before, self._started = threads_of(self.pid), time.perf_counter()
+        self._threads, self._machine = threads_of(self.gateway), machine_cpu()
+        self._groups.start()
+        self._started = time.perf_counter()
 
-    def stop(self) -> tuple[float, float]:
-        """(main thread cores, other threads' cores) since start()."""
+    def stop(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self._started
-        spent = {tid: cpu - self._before.get(tid, 0.0) for tid, cpu in threads_of(self.pid).items()}
-        main = spent.pop(self.pid, 0.0)
-        return main / elapsed, sum(spent.values()) / elapsed
+        spent = {t: cpu - self._threads.get(t, 0.0) for t, cpu in threads_of(self.gateway).items()}
+        busy, stolen = (b - a for a, b in zip(self._machine, machine_cpu(), strict=True))
+        cpu = {"loop": spent.pop(self.gateway, 0.0), "verify": sum(spent.values())}
+        cpu |= self._groups.stop() | {"machine": busy, "stolen": stolen}
+        return {name: seconds / elapsed for name, seconds in cpu.items()}
 
 
 async def door_round(
-    config: Config, api_key: str, tag: str, seconds: float, broken: Broken
-) -> tuple[float, Client, tuple[float, float]]:
+    env: Environment, config: Config, tag: str, seconds: float, broken: Broken
+) -> tuple[float, Client, dict[str, float]]:
     """The door's 202/s over `seconds` after WARM_S of the same load, its client, and the
-    cores of the gateway's event loop and of its other threads over the measured part."""
+    cores used meanwhile (RoundMeter)."""
     client = Client("127.0.0.1", config.service.port)
-    build = builder(api_key, tag)
+    build = builder(env.tenant["apiKey"], tag)
     await client.closed_loop(build, DOOR_CONNECTIONS, WARM_S)
-    meter = ThreadMeter(config.service.gateway.popen.pid)
+    meter = RoundMeter(config.service.gateway.popen.pid, await postgres_pids(env))
     meter.start()
     rps = await door_rate(client, build, seconds, warm_s=0)
     cores = meter.stop()
@@ -307,25 +357,26 @@ async def door_round(
 
 
 async def storm_round(
+    env: Environment,
     config: Config,
-    api_key: str,
     existing: list[str],
     tag: str,
     seconds: float,
     broken: Broken,
     profile: str | None,
-) -> tuple[float, tuple[float, float]]:
+) -> tuple[float, dict[str, float]]:
     """The door's 202/s while STORM_CLIENTS hammer login, and the gateway's cores (as
     door_round); the logins answered meanwhile are kept on `config`."""
     logins = Client("127.0.0.1", config.service.port)
-    build = storm_builder(api_key, existing, tag)
+    build = storm_builder(env.tenant["apiKey"], existing, tag)
     storm_s = STORM_LEAD_S + WARM_S + seconds + 1.0
     storm = asyncio.create_task(logins.closed_loop(build, STORM_CLIENTS, storm_s))
     await asyncio.sleep(STORM_LEAD_S)
+    config.renice()
     spy = None
     if profile:
         spy = py_spy(config.service.gateway.popen.pid, seconds + WARM_S, profile)
-    rps, door, cores = await door_round(config, api_key, f"{tag}d.", seconds, broken)
+    rps, door, cores = await door_round(env, config, f"{tag}d.", seconds, broken)
     await storm
     if spy is not None:
         spy.wait(timeout=seconds + 30)
@@ -338,32 +389,38 @@ async def storm_round(
     end = max(s.done for s in door.samples)
     config.logins += [s for s in logins.samples if start <= s.done <= end]
     config.window_s += end - start
-    config.verify_cores.append(cores[1])
+    config.verify_cores.append(cores["verify"])
     return rps, cores
 
 
 async def storm_phase(
     env: Environment, configs: list[Config], users: Users, args, broken: Broken
 ) -> None:
-    api_key = env.tenant["apiKey"]
     run_tag = uuid.uuid4().hex[:6]
     for n in range(args.rounds):
         for config in configs:
-            tag = f"r{run_tag}.{n}.t{config.threads}q{config.queue}."
-            alone, _, calm = await door_round(config, api_key, f"{tag}a.", args.round_s, broken)
+            tag = f"r{run_tag}.{n}.{config.spec.replace(':', '-')}."
+            alone, _, calm = await door_round(env, config, f"{tag}a.", args.round_s, broken)
             profile = args.profile if n == 0 and config is configs[0] else None
             storm, busy = await storm_round(
-                config, api_key, users.storm, tag, args.round_s, broken, profile
+                env, config, users.storm, tag, args.round_s, broken, profile
             )
             config.alone.append(alone)
             config.storm.append(storm)
+            config.cpu["alone"].append(calm)
+            config.cpu["storm"].append(busy)
             statuses = Counter(str(s.status) for s in config.logins)
             progress(
                 f"round {n + 1}/{args.rounds} {config.label}: door alone {alone:.0f}/s, "
-                f"storm {storm:.0f}/s (x{storm / alone:.2f}); gateway cores loop+threads "
-                f"alone {calm[0]:.2f}+{calm[1]:.2f}, storm {busy[0]:.2f}+{busy[1]:.2f}; "
-                f"logins so far {dict(statuses)}"
+                f"storm {storm:.0f}/s (x{storm / alone:.2f}); cores alone {cores(calm)}; "
+                f"storm {cores(busy)}; logins so far {dict(statuses)}"
             )
+    for config in configs:
+        config.report_cpu()
+
+
+def cores(cpu: dict[str, float]) -> str:
+    return " ".join(f"{name} {cpu[name]:.2f}" for name in CPU_GROUPS)
 
 
 # --- 3. timing of the failures ----------------------------------------------------------
@@ -415,7 +472,7 @@ def table_head(*columns: str) -> str:
 
 
 IDENTITY = ("date (UTC)", "commit")
-STORM_HEAD = table_head(*IDENTITY, "machine", "cpus", "threads:queue", *STORM_FIGURES)
+STORM_HEAD = table_head(*IDENTITY, "machine", "cpus", "threads:queue[:nice]", *STORM_FIGURES)
 TIMING_HEAD = table_head(*IDENTITY, "n", *(k.replace("_", " ") for k in KINDS), TIMING_FIGURES[-1])
 SECTION = f"""## Login storm
 
@@ -423,7 +480,8 @@ SECTION = f"""## Login storm
 32 connections, respond-async) alone and while 50 clients post wrong passwords to
 `/login` (half existing users, half unknown names; login rate limits lifted), rounds
 interleaved, medians; one row per password-check configuration
-(`REGISTRAR_PASSWORD_CHECK_THREADS` : `_QUEUE`), all measured in the same run. Logins are
+(`REGISTRAR_PASSWORD_CHECK_THREADS` : `_QUEUE`; `:nice`: the bench reniced the gateway's
+verify threads, an experiment, there is no such setting), all measured in the same run. Logins are
 counted by status while the door was measured; p50/p99 over all of them;
 `storm_verify_cores` is the CPU of the gateway's threads other than its event loop (the
 argon2 verifications) during the storm.
@@ -450,7 +508,7 @@ def record(configs: list[Config], figures: dict[str, float], count: int) -> None
         text = text[:at] + SECTION + text[at:]
     date, commit, machine = identity()
     for config in configs:
-        cells = [date, commit, machine, str(os.cpu_count()), f"{config.threads}:{config.queue}"]
+        cells = [date, commit, machine, str(os.cpu_count()), config.spec]
         cells += [fmt(figures.get(f"{n}{config.suffix}", float("nan"))) for n in STORM_FIGURES]
         text = text.replace(STORM_MARKER, "| " + " | ".join(cells) + " |\n" + STORM_MARKER)
     cells = [date, commit, str(count)]
@@ -525,12 +583,13 @@ def parse_args(argv=None):
         f"{defaults['password_check_threads'].default}:{defaults['password_check_queue'].default}"
     )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alone + storm pairs")
+    parser.add_argument("--rounds", type=int, default=4, help="alone + storm pairs")
     parser.add_argument("--round-s", type=float, default=5.0, help="measured seconds a round")
     parser.add_argument(
         "--configs",
-        default=f"{default_config},2:64,1:8",
-        help="THREADS:QUEUE of the password checks, comma-separated; the first is the headline",
+        default=f"{default_config},2:64,1:8,{default_config}:10",
+        help="THREADS:QUEUE[:NICE] of the password checks, comma-separated; the first is the "
+        "headline; NICE: the bench renices the gateway's verify threads (an experiment)",
     )
     parser.add_argument("--storm-users", type=int, default=200, help="existing users stormed")
     parser.add_argument("--timing-n", type=int, default=40, help="logins of each failure kind")
