@@ -100,7 +100,7 @@ STORM_FIGURES = (
     "storm_verify_cores",
 )
 KINDS = ("unknown", "wrong_password", "not_activated", "locked")
-CPU_GROUPS = ("loop", "verify", "postgres", "rabbitmq", "loadgen", "machine", "stolen")
+CPU_GROUPS = ("loop", "loop_wait", "verify", "postgres", "rabbitmq", "loadgen", "machine", "stolen")
 TIMING_FIGURES = (
     *(f"login_{kind}_{q}_ms" for kind in KINDS for q in ("p50", "p90")),
     "login_timing_spread",
@@ -303,6 +303,15 @@ def storm_builder(api_key: str, existing: list[str], tag: str):
     return build
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the main thread of `pid` has been runnable but waiting for a core."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, stolen) CPU seconds of all cores since boot, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -315,7 +324,8 @@ def machine_cpu() -> tuple[float, float]:
 class RoundMeter:
     """Cores used over a round: the gateway's event loop (its main thread) and its other
     threads (the argon2 verifications), this run's PostgreSQL processes, RabbitMQ (shared
-    with anyone else on the machine), the load generator, and the whole machine."""
+    with anyone else on the machine), the load generator, and the whole machine; and
+    `loop_wait`, the share of the time the event loop was ready to run but had no core."""
 
     def __init__(self, gateway: int, postgres: list[int]) -> None:
         self.gateway = gateway
@@ -324,10 +334,12 @@ class RoundMeter:
         )
         self._threads: dict[int, float] = {}
         self._machine = (0.0, 0.0)
+        self._waited = 0.0
         self._started = 0.0
 
     def start(self) -> None:
         self._threads, self._machine = threads_of(self.gateway), machine_cpu()
+        self._waited = run_queue_wait(self.gateway)
         self._groups.start()
         self._started = time.perf_counter()
 
@@ -336,6 +348,7 @@ class RoundMeter:
         spent = {t: cpu - self._threads.get(t, 0.0) for t, cpu in threads_of(self.gateway).items()}
         busy, stolen = (b - a for a, b in zip(self._machine, machine_cpu(), strict=True))
         cpu = {"loop": spent.pop(self.gateway, 0.0), "verify": sum(spent.values())}
+        cpu["loop_wait"] = run_queue_wait(self.gateway) - self._waited
         cpu |= self._groups.stop() | {"machine": busy, "stolen": stolen}
         return {name: seconds / elapsed for name, seconds in cpu.items()}
 
