@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services sdk test run lint fmt bench bench-parts bench-scale clean messages asyncapi faults fuzz
+.PHONY: help venv services sdk test run lint fmt bench bench-login bench-parts bench-scale clean messages asyncapi faults fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -59,6 +59,9 @@ fmt: venv ## ruff format + ruff check --fix
 
 bench: venv services ## every figure of SPEC §8 in one run (bench/run.py): name=value lines last
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-login: venv services ## door rate alone vs during a wrong-password login storm; 401 time by failure kind (bench/login_storm.py)
+	$(BIN)/python bench/login_storm.py $(BENCH_ARGS)
 
 bench-scale: venv services ## latency, door rate and RSS at 0/100k/1M users, EXPLAIN at 1M (bench/scale.py, ~30 min)
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a free port, and the table of medians and ratios."""
+"""Shared by the benchmarks: a free port, percentiles, and the table of medians and ratios."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def quantile_ms(values: list[float], q: int) -> float:
+    """The q-th percentile of `values` (seconds), in ms; nan without values."""
+    if not values:
+        return float("nan")
+    if len(values) < 2:
+        return values[0] * 1000
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
 def print_ratios(title: str, rates: dict[str, list[float]], *, unit: str) -> None:

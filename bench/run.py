@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika  # noqa: E402
 from _load import Client, Sample  # noqa: E402
+from _report import quantile_ms  # noqa: E402
 from argon2 import PasswordHasher  # noqa: E402
 
 from service.settings import Settings  # noqa: E402
@@ -64,6 +64,7 @@ FIGURES = (
     "burst_complete_s",
     "burst_lost",
 )
+DOOR_CONNECTIONS = 32  # door_rps: closed-loop connections, back to back
 LIMITS = (
     ("REGISTRAR_RATE_LIMIT_BURST", "100000000"),
     ("REGISTRAR_RATE_LIMIT_PER_MINUTE", "100000000"),
@@ -229,14 +230,6 @@ class Tracker:
             await asyncio.sleep(0.1)
 
 
-def p99_ms(values: list[float]) -> float:
-    if not values:
-        return float("nan")
-    if len(values) < 2:
-        return values[0] * 1000
-    return statistics.quantiles(values, n=100, method="inclusive")[98] * 1000
-
-
 def ok(samples: list[Sample]) -> list[Sample]:
     bad = [s for s in samples if s.status != 202]
     if bad:
@@ -261,6 +254,16 @@ async def wait_port(port: int, process: subprocess.Popen, timeout: float = 20) -
     raise TimeoutError(f"nothing listens on {port}")
 
 
+async def door_rate(client: Client, build, seconds: float, warm_s: float = 1.0) -> float:
+    """202/s from DOOR_CONNECTIONS closed-loop connections for `seconds`, after `warm_s`
+    of the same load unmeasured; `client.samples` keeps the measured answers."""
+    if warm_s > 0:
+        await client.closed_loop(build, DOOR_CONNECTIONS, warm_s)
+    client.samples.clear()
+    elapsed = await client.closed_loop(build, DOOR_CONNECTIONS, seconds)
+    return len(ok(client.samples)) / elapsed
+
+
 async def door_phase(options: Options, seconds: float) -> tuple[float, float]:
     """(gateway 202/s without workers, stub 202/s), 32 connections, closed loop."""
     async with Environment(options) as env:
@@ -269,10 +272,7 @@ async def door_phase(options: Options, seconds: float) -> tuple[float, float]:
             await service.start()
             client = Client("127.0.0.1", service.port)
             build = builder(env.tenant["apiKey"], f"d{uuid.uuid4().hex[:6]}.")
-            await client.closed_loop(build, 32, 1.0)  # warm-up
-            client.samples.clear()
-            elapsed = await client.closed_loop(build, 32, seconds)
-            door = len(ok(client.samples)) / elapsed
+            door = await door_rate(client, build, seconds)
             progress(f"door: gateway without workers {door:.1f} 202/s")
         finally:
             service.stop()
@@ -285,12 +285,7 @@ async def door_phase(options: Options, seconds: float) -> tuple[float, float]:
     )
     try:
         await wait_port(port, stub)
-        client = Client("127.0.0.1", port)
-        build = builder("stub", "s")
-        await client.closed_loop(build, 32, 1.0)
-        client.samples.clear()
-        elapsed = await client.closed_loop(build, 32, seconds)
-        reference = len(ok(client.samples)) / elapsed
+        reference = await door_rate(Client("127.0.0.1", port), builder("stub", "s"), seconds)
         progress(f"door: minimal aiohttp app {reference:.1f} 202/s")
     finally:
         stub.terminate()
@@ -360,7 +355,7 @@ async def pipeline_phases(options: Options, args, door_rps: float) -> dict[str, 
         build = builder(api_key, f"a{uuid.uuid4().hex[:6]}.")
         await client.open_loop(build, rate, args.accept_s)
         accepted = ok(client.samples)
-        figures["accept_p99_ms"] = p99_ms([s.done - s.start for s in accepted])
+        figures["accept_p99_ms"] = quantile_ms([s.done - s.start for s in accepted], 99)
         progress(f"accept: p99 {figures['accept_p99_ms']:.1f} ms; draining the backlog")
         await tracker.drain(
             [s.email for s in accepted], args.drain_s, what="accept backlog", stall_s=30
@@ -379,7 +374,7 @@ async def pipeline_phases(options: Options, args, door_rps: float) -> dict[str, 
         ]
         if len(latencies) < len(accepted):
             progress(f"e2e: {len(accepted) - len(latencies)} events never seen")
-        figures["e2e_p99_ms"] = p99_ms(latencies)
+        figures["e2e_p99_ms"] = quantile_ms(latencies, 99)
         progress(f"e2e: p99 {figures['e2e_p99_ms']:.1f} ms")
 
         # Burst.

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import signal
-import statistics
 import sys
 import time
 import traceback
@@ -53,6 +52,7 @@ sys.path.insert(0, str(BENCH))
 
 import asyncpg  # noqa: E402
 from _load import Client  # noqa: E402
+from _report import quantile_ms  # noqa: E402
 from _scale import (  # noqa: E402
     COLUMNS,
     SEEDED,
@@ -214,15 +214,6 @@ def waiting(build):
         return data.replace(b"Prefer: respond-async\r\n", b"", 1), email
 
     return build_waiting
-
-
-def quantile_ms(values: list[float], q: int) -> float:
-    """The q-th percentile in ms (NaN without values)."""
-    if not values:
-        return float("nan")
-    if len(values) < 2:
-        return values[0] * 1000
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
 def tag() -> str:
