@@ -29,7 +29,6 @@ One dispatcher per process claims due deliveries and starts one task per POST:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -559,13 +558,3 @@ class Dispatcher:
             log.warning("webhook endpoint disabled: the receiver answered 410", extra=details)
         else:
             log.warning("webhook not delivered", extra=details | {"error": outcome.error})
-
-
-@contextlib.asynccontextmanager
-async def session_for(settings: DeliverySettings):
-    """`open_session` as an async context manager (for tests and tools)."""
-    session = open_session(settings)
-    try:
-        yield session
-    finally:
-        await session.close()

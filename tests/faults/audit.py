@@ -161,36 +161,41 @@ async def _request_statuses(
     return {row["idempotency_key"]: row["status"] for row in rows}
 
 
+async def _statuses_by_email(
+    conn: asyncpg.Connection, query: str, *args: object
+) -> dict[str, tuple[str, ...]]:
+    """(email, status) rows of `query`, grouped: every status per address, in order."""
+    statuses: dict[str, list[str]] = defaultdict(list)
+    for row in await conn.fetch(query, *args):
+        statuses[row["email"]].append(row["status"])
+    return {email: tuple(found) for email, found in statuses.items()}
+
+
 async def _email_statuses(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, emails: list[str]
 ) -> dict[str, tuple[str, ...]]:
-    rows = await conn.fetch(
-        "SELECT lower(recipient) AS recipient, status FROM emails"
+    return await _statuses_by_email(
+        conn,
+        "SELECT lower(recipient) AS email, status FROM emails"
         " WHERE tenant_id = $1 AND lower(recipient) = ANY($2::text[]) ORDER BY created_at",
         tenant_id,
         emails,
     )
-    statuses: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        statuses[row["recipient"]].append(row["status"])
-    return {email: tuple(found) for email, found in statuses.items()}
 
 
 async def _delivery_statuses(
     conn: asyncpg.Connection, endpoint_id: uuid.UUID, emails: list[str]
 ) -> dict[str, tuple[str, ...]]:
     """The endpoint's deliveries of events about each address (the statuses)."""
-    rows = await conn.fetch(
+    return await _statuses_by_email(
+        conn,
         "SELECT lower(o.body -> 'data' ->> 'email') AS email, d.status"
         " FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id"
-        " WHERE d.endpoint_id = $1 AND lower(o.body -> 'data' ->> 'email') = ANY($2::text[])",
+        " WHERE d.endpoint_id = $1 AND lower(o.body -> 'data' ->> 'email') = ANY($2::text[])"
+        " ORDER BY d.id",
         endpoint_id,
         emails,
     )
-    statuses: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        statuses[row["email"]].append(row["status"])
-    return {email: tuple(found) for email, found in statuses.items()}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +77,10 @@ def json_lines(path: Path) -> list[dict]:
         with contextlib.suppress(ValueError):
             entries.append(json.loads(line))
     return entries
+
+
+def serve_from_argv(serve: Callable[[int, Path], Awaitable[None]]) -> None:
+    """The `python -m` entry of a child server: `serve(PORT, FILE)` until killed."""
+    port, path = int(sys.argv[1]), Path(sys.argv[2])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(port, path))

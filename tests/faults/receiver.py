@@ -11,10 +11,8 @@ between) counts as seen, as it would in a real receiver's database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import IO
@@ -23,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.faults.child import ChildServer, json_lines
+from tests.faults.child import ChildServer, json_lines, serve_from_argv
 
 SECRET_ENV = "FAULTS_WEBHOOK_SECRET"
 PATH = "/webhooks"
@@ -104,11 +102,5 @@ class Receiver(ChildServer):
         return sum(1 for r in self.received() if not r["verified"])
 
 
-def main() -> None:
-    port, path = int(sys.argv[1]), Path(sys.argv[2])
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port, path))
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_argv(serve)

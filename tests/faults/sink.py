@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections import Counter
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import IO
 
 from aiosmtpd.smtp import SMTP
 
-from tests.faults.child import ChildServer, json_lines
+from tests.faults.child import ChildServer, json_lines, serve_from_argv
 
 
 class RecordingHandler:
@@ -91,11 +90,5 @@ class Sink(ChildServer):
         return Counter(entry["to"] for entry in self.received())
 
 
-def main() -> None:
-    port, path = int(sys.argv[1]), Path(sys.argv[2])
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port, path))
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_argv(serve)
