@@ -237,29 +237,41 @@ async def remove_endpoint(
     return bool(removed)
 
 
+# Parked deliveries back to pending, and pending ones not in flight due now, all with a
+# fresh retry window; the endpoint enabled and its failure streak forgotten. The lease
+# condition is in the UPDATE itself, so a delivery a dispatcher claims meanwhile is left
+# to it (re-checked against the row's new version).
 REPLAY = """
 WITH endpoint AS (
     UPDATE webhook_endpoints
        SET disabled_at = NULL, disabled_reason = NULL, failures = 0, retry_at = NULL
      WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)
     RETURNING id
+), old AS (
+    SELECT d.id, d.status = 'parked' AS was_parked
+      FROM webhook_deliveries d
+      JOIN endpoint ON endpoint.id = d.endpoint_id
+     WHERE d.status IN ('parked', 'pending')
 ), replayed AS (
     UPDATE webhook_deliveries d
        SET status = 'pending', parked_at = NULL, attempts = 0, retry_from = now(),
            next_attempt_at = now(), lease_until = NULL, lease_id = NULL
-      FROM endpoint
-     WHERE d.endpoint_id = endpoint.id AND d.status = 'parked'
-    RETURNING d.id
+      FROM old
+     WHERE d.id = old.id
+       AND (d.status = 'parked'
+            OR (d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())))
+    RETURNING old.was_parked
 )
-SELECT (SELECT count(*) FROM endpoint) AS found, (SELECT count(*) FROM replayed) AS replayed
+SELECT (SELECT count(*) FROM endpoint) AS found,
+       (SELECT count(*) FROM replayed WHERE was_parked) AS replayed
 """
 
 
 async def replay(
     pool: asyncpg.Pool, endpoint_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
 ) -> int | None:
-    """Queue an endpoint's parked deliveries again, with a fresh retry window, and enable
-    the endpoint if a 410 disabled it (its pending deliveries resume as well); how many
+    """Queue an endpoint's parked deliveries again and make its pending ones due now, all
+    with a fresh retry window, and enable the endpoint if a 410 disabled it; how many
     were parked, or None when there is no such endpoint."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(REPLAY, endpoint_id, tenant_id)

@@ -344,23 +344,26 @@ async def test_410_disables_the_endpoint_at_once_and_replay_enables_it(
 ) -> None:
     endpoint = await add_endpoint(tenant, "/gone")
     receiver.answers["/gone"] = 410
-    await emit(pool, activated(tenant))
-    await run_dispatcher()
+    await emit(pool, *(activated(tenant) for _ in range(4)))
+    await run_dispatcher(dataclasses.replace(FAST, endpoint_concurrency=1))
 
-    [row] = await wait_rows(pool, endpoint.id, lambda rows: rows[0]["status"] == "parked")
-    assert (row["attempts"], row["last_status"]) == (1, 410)
+    rows = await wait_rows(pool, endpoint.id, lambda rows: rows[0]["status"] == "parked")
+    await asyncio.sleep(0.3)  # no further attempt: the endpoint is disabled
+    assert len(receiver.at("/gone")) == 1
+    assert (rows[0]["attempts"], rows[0]["last_status"]) == (1, 410)
     shown = await webhooks.get_endpoint(pool, endpoint.id)
     assert shown.disabled_at is not None and "410" in shown.disabled_reason
-    assert shown.parked == 1
+    assert (shown.parked, shown.pending) == (1, 3)
     await emit(pool, activated(tenant))  # a disabled endpoint gets no new deliveries
-    assert len(await delivery_rows(pool, endpoint.id)) == 1
+    assert len(await delivery_rows(pool, endpoint.id)) == 4
 
     receiver.answers["/gone"] = 204
-    assert await webhooks.replay(pool, endpoint.id) == 1
-    await receiver.wait_for(lambda r: len(r.delivered("/gone")) == 1)
+    assert await webhooks.replay(pool, endpoint.id) == 1  # the parked one; the rest resume
+    await receiver.wait_for(lambda r: len(r.delivered("/gone")) == 4)
+    await wait_rows(pool, endpoint.id, lambda rows: {r["status"] for r in rows} == {"delivered"})
     shown = await webhooks.get_endpoint(pool, endpoint.id)
     assert shown.disabled_at is None
-    assert shown.to_json()["parked"] == 0
+    assert (shown.to_json()["parked"], shown.to_json()["pending"]) == (0, 0)
 
 
 async def test_after_the_retry_window_a_delivery_is_parked_and_replay_delivers_it(
