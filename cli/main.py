@@ -7,7 +7,7 @@ import uuid
 
 from babel import Locale, UnknownLocaleError
 
-from cli import admin, serve
+from cli import admin, serve, webhooks
 from cli.workers import WORKERS
 from service import links, logs, origins
 from service.settings import Settings
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = dlq.add_parser("replay", help="move a dead-letter queue's messages back to work")
     p.add_argument("queue", metavar="QUEUE", help="registration, invitation or mailer")
     p.set_defaults(func=admin.cmd_dlq_replay)
+
+    webhooks.add_parser(sub, _uuid)
 
     keys = sub.add_parser("keys", help="sealing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("generate", help="print a new key pair").set_defaults(

@@ -12,17 +12,18 @@ from functools import partial
 import asyncpg
 
 from service import amqp, metrics, startup
+from service import webhooks as webhook_endpoints
 from service.listen import Listener
 from service.passwords import HashPool, password_hasher
 from service.sealing import derive_secret, private_keys
 from service.settings import Settings
 from service.supervisor import Supervisor
-from workers import accounts, activation, invitation, mailer, outbox, registration
+from workers import accounts, activation, invitation, mailer, outbox, registration, webhooks
 from workers.runner import Consumer, RetryPolicy
 from workers.smtp import SmtpConfig, SmtpPool
 
 log = logging.getLogger(__name__)
-WORKERS = ("registration", "invitation", "mailer", "outbox")
+WORKERS = ("registration", "invitation", "mailer", "outbox", "webhooks")
 
 
 def resolve_names(names: list[str]) -> list[str]:
@@ -182,6 +183,8 @@ async def run_workers(
             supervisor.health.probe(f"consumer:{consumer.queue_name}", consumer.status)
         if "outbox" in names:
             start_relay(settings, supervisor, pool, publisher, stop)
+        if "webhooks" in names:
+            await start_webhooks(settings, supervisor, pool, keys, stop, stack)
         stack.push_async_callback(supervisor.close)  # runs first: tasks end before pools
         if settings.metrics_port:
             metrics_server = await metrics.serve_metrics(
@@ -241,14 +244,7 @@ def start_relay(
 ) -> None:
     """The outbox relay and the LISTEN connection that wakes it, both supervised."""
     wake = asyncio.Event()
-    listener = Listener(
-        settings.database_url,
-        outbox.CHANNEL,
-        lambda _payload: wake.set(),
-        connect_timeout=settings.db_connect_timeout_s,
-    )
-    supervisor.start("outbox-listener", listener.run, grace_s=0)
-    supervisor.health.probe("outbox-listener", listener.status)
+    start_listener(settings, supervisor, "outbox-listener", outbox.CHANNEL, wake)
     supervisor.start(
         "outbox-relay",
         partial(
@@ -260,3 +256,42 @@ def start_relay(
             max_attempts=settings.outbox_max_attempts,
         ),
     )
+
+
+def start_listener(
+    settings: Settings, supervisor: Supervisor, name: str, channel: str, wake: asyncio.Event
+) -> None:
+    """A supervised LISTEN connection that sets `wake` on each NOTIFY, in /readyz."""
+    listener = Listener(
+        settings.database_url,
+        channel,
+        lambda _payload: wake.set(),
+        connect_timeout=settings.db_connect_timeout_s,
+    )
+    supervisor.start(name, listener.run, grace_s=0)
+    supervisor.health.probe(name, listener.status)
+
+
+async def start_webhooks(
+    settings: Settings,
+    supervisor: Supervisor,
+    pool: asyncpg.Pool,
+    keys: Keys,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """The webhook dispatcher (workers/webhooks.py) and the LISTEN that wakes it, both
+    supervised; its HTTP client closes after the dispatcher has drained (exit stack)."""
+    config = webhooks.DeliverySettings.from_settings(settings)
+    await webhooks.register_event_types(pool)
+    session = webhooks.open_session(config)
+    stack.push_async_callback(session.close)
+    dispatcher = webhooks.Dispatcher(pool, session, config, private_key=keys.private_key)
+    stack.push_async_callback(dispatcher.close)
+    start_listener(
+        settings, supervisor, "webhook-listener", webhook_endpoints.CHANNEL, dispatcher.wake
+    )
+    supervisor.start(
+        "webhook-dispatcher", partial(dispatcher.run, stop), grace_s=config.drain_s + 1
+    )
+    supervisor.health.probe("webhook-client", dispatcher.status)

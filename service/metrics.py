@@ -55,6 +55,24 @@ EMAIL_LEASE_TAKEOVERS = Counter(
     "server's 250 and our commit would make this a duplicate)",
     ["kind"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "registrar_webhook_deliveries_total",
+    "Webhook attempts by outcome: delivered, retry, parked (given up; replayable), gone "
+    "(410: the endpoint was disabled)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "registrar_webhook_attempt_duration_seconds",
+    "Time of one webhook POST, by outcome",
+    ["outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOKS_IN_FLIGHT = Gauge("registrar_webhooks_in_flight", "Webhook POSTs under way")
+WEBHOOK_LEASE_TAKEOVERS = Counter(
+    "registrar_webhook_lease_takeovers_total",
+    "Webhook deliveries taken over after an earlier claim's lease expired (its holder "
+    "may have delivered it: the receiver sees the same webhook-id twice)",
+)
 OUTBOX_PARKED = Counter(
     "registrar_outbox_parked_total",
     "Outbox rows given up on after repeated failures",

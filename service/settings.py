@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     password_check_queue: int = Field(default=64, ge=0)
     recovery_ttl_s: int = Field(default=3600, ge=60)
 
+    # Webhooks (SPEC §11, service/webhooks.py, workers/webhooks.py). Private destinations
+    # (loopback, RFC 1918, link-local, ...) and plain http only for development and tests.
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)  # a 2xx within it delivers
+    webhook_retry_for_s: float = Field(default=86_400.0, ge=0)  # then a delivery is parked
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)  # first retry delay, doubling...
+    webhook_retry_max_delay_s: float = Field(default=3_600.0, gt=0)  # ...up to this, jittered
+    webhook_lease_s: float = Field(default=60.0, gt=0)  # a claim; must outlast an attempt
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000)  # requests at once, per process
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)  # per endpoint, in all
+    webhook_max_per_tenant: int = Field(default=50, ge=1)
+
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)
     # Pauses before each retry of a failed message (then it is dead-lettered).

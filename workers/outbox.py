@@ -208,12 +208,12 @@ async def relay(
                     )
                     if taken < BATCH:
                         break
-                await _wait_for_either(wake, stop, timeout=IDLE_POLL_S)
+                await wait_for_either(wake, stop, timeout=IDLE_POLL_S)
     finally:
         log.info("outbox relay stopped")
 
 
-async def _wait_for_either(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:
+async def wait_for_either(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:
     waits = {asyncio.create_task(first.wait()), asyncio.create_task(second.wait())}
     try:
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

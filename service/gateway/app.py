@@ -20,6 +20,7 @@ from service.gateway import (
     login,
     openapi,
     register,
+    webhooks,
 )
 from service.gateway.keys import (
     CHECKER,
@@ -199,4 +200,5 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     app.router.add_get("/invitations/{token}", accept.show_form)
     app.router.add_post("/invitations/{token}", accept.accept_form)
     app.router.add_post("/api/v1/invitations/{token}/accept", accept.accept_api)
+    webhooks.add_routes(app.router)
     return app

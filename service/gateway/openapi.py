@@ -38,6 +38,13 @@ from schemas.http import (
     TokenBody,
     User,
 )
+from schemas.webhooks import (
+    WebhookCreate,
+    WebhookCreated,
+    WebhookEndpoint,
+    WebhookList,
+    WebhookReplayed,
+)
 from service.gateway.keys import SETTINGS
 
 INPUTS = (
@@ -53,8 +60,22 @@ INPUTS = (
     ChangePasswordRequest,
     DeleteAccountRequest,
     CreateUser,
+    WebhookCreate,
 )
-OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem, UsersPage, OrgUser, BlynkProblem)
+OUTPUTS = (
+    User,
+    ActivatedUser,
+    Token,
+    RequestStatus,
+    Problem,
+    UsersPage,
+    OrgUser,
+    BlynkProblem,
+    WebhookEndpoint,
+    WebhookCreated,
+    WebhookList,
+    WebhookReplayed,
+)
 API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -315,6 +336,62 @@ def org_user_paths() -> dict[str, Any]:
     }
 
 
+def webhook_paths() -> dict[str, Any]:
+    """Webhook endpoints (SPEC §11), with a tenant token holding webhooks:manage."""
+    denied = {
+        "401": _problem("Missing, unknown or revoked token"),
+        "403": _problem("Token lacks webhooks:manage"),
+        "429": COMMON["429"],
+    }
+    endpoint_id = (_path_param("id"),)
+    not_found = _problem("No such endpoint of the token's tenant")
+    return {
+        "/api/v1/webhooks": {
+            "post": _op(
+                "Register a webhook endpoint (its signing secret is shown this once)",
+                {
+                    "201": {"description": "Registered", "content": _json(WebhookCreated)},
+                    "409": _problem("The tenant has the most endpoints allowed"),
+                    **denied,
+                    **COMMON,
+                    "400": _problem(
+                        "Invalid body, a URL that is not an allowed destination (https; no "
+                        "loopback, private, link-local or multicast address), or an event "
+                        "that is not public"
+                    ),
+                },
+                body=WebhookCreate,
+                bearer="webhooks:manage",
+            ),
+            "get": _op(
+                "The tenant's webhook endpoints, with pending and parked deliveries",
+                {"200": {"description": "Endpoints", "content": _json(WebhookList)}, **denied},
+                bearer="webhooks:manage",
+            ),
+        },
+        "/api/v1/webhooks/{id}": {
+            "delete": _op(
+                "Remove a webhook endpoint and its deliveries",
+                {"204": {"description": "Removed"}, "404": not_found, **denied},
+                params=endpoint_id,
+                bearer="webhooks:manage",
+            )
+        },
+        "/api/v1/webhooks/{id}/replay": {
+            "post": _op(
+                "Queue the endpoint's parked deliveries again (and enable it after a 410)",
+                {
+                    "200": {"description": "Replayed", "content": _json(WebhookReplayed)},
+                    "404": not_found,
+                    **denied,
+                },
+                params=endpoint_id,
+                bearer="webhooks:manage",
+            )
+        },
+    }
+
+
 def paths() -> dict[str, Any]:
     register_params = (
         API_KEY,
@@ -471,6 +548,7 @@ def paths() -> dict[str, Any]:
         "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}})},
         **account_paths(),
         **org_user_paths(),
+        **webhook_paths(),
     }
 
 

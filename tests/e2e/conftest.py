@@ -84,6 +84,11 @@ def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Itera
         # The suite makes many requests from one address; production keeps the default.
         "REGISTRAR_RATE_LIMIT_BURST": "10000",
         "REGISTRAR_LOGIN_ADDRESS_RATE_LIMIT_BURST": "10000",
+        # Webhook receivers of the tests listen on 127.0.0.1 over http, and an outage
+        # should cost them a second, not minutes of backoff.
+        "REGISTRAR_WEBHOOK_ALLOW_PRIVATE": "true",
+        "REGISTRAR_WEBHOOK_RETRY_BASE_S": "0.2",
+        "REGISTRAR_WEBHOOK_RETRY_MAX_DELAY_S": "1",
     }
     metrics_port = free_port()
     commands = {

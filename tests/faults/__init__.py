@@ -1,5 +1,5 @@
 """Black-box fault injection: real registrar processes, real PostgreSQL, RabbitMQ and SMTP,
-one fault per scenario, and an audit from outside. `make faults` runs all six;
+one fault per scenario, and an audit from outside. `make faults` runs all seven;
 `python -m tests.faults worker_kill smtp_outage` a subset (see __main__ for options).
 
 A run owns a database (registrar_faults_<id>), an AMQP prefix (faults_<id>), a sealing key
@@ -22,12 +22,18 @@ What the audit counts, per accepted item (requests never accepted are not counte
   `registration_requests` row is still 'pending', or an `emails` row for the address is
   still 'pending' or 'sending'. Stuck items are usually lost too; the categories overlap.
 
+webhook_receiver_outage also gives the tenant a webhook endpoint (user.registered and
+invitation.sent) at a receiver of the harness in its own process, which verifies each
+request with `standardwebhooks`; a fourth witness per item — the verified webhook for
+its event — joins the three (missing: lost, two: duplicated, a delivery row still
+'pending': stuck). The output line stays the same.
+
 The drain ends when every accepted item has all three witnesses and nothing is stuck
 (and dup_race's copies are all out), or after a minute without any change, or at its
 timeout; five more seconds let late duplicates arrive before the final audit.
 
-Faults: worker_kill, broker_restart, db_restart, smtp_outage, gateway_kill, dup_race
-(tests/faults/scenarios.py). broker_restart and db_restart restart this machine's shared
-RabbitMQ / PostgreSQL, so they never run under pytest (test_faults.py runs worker_kill
-and smtp_outage, shortened).
+Faults: worker_kill, broker_restart, db_restart, smtp_outage, gateway_kill, dup_race,
+webhook_receiver_outage (tests/faults/scenarios.py). broker_restart and db_restart
+restart this machine's shared RabbitMQ / PostgreSQL, so they never run under pytest
+(test_faults.py runs worker_kill and smtp_outage, shortened).
 """

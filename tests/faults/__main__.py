@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--invite-rate", type=float, default=3.0, help="per second")
     parser.add_argument("--duration", type=float, default=30.0, help="stream seconds")
     parser.add_argument("--fault-at", type=float, help="seconds into the stream")
-    parser.add_argument("--outage", type=float, default=30.0, help="smtp_outage seconds")
+    parser.add_argument("--outage", type=float, default=30.0, help="*_outage seconds")
     parser.add_argument("--broker-down", type=float, default=5.0, help="broker_restart s")
     parser.add_argument("--client-deadline", type=float, default=60.0, help="retry for s")
     parser.add_argument("--drain-timeout", type=float, default=180.0)

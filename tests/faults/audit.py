@@ -17,6 +17,11 @@ Verdicts, counted per item; one item may fall under several:
   address still 'pending' or 'sending' (neither sent nor given up). A stuck item is
   usually lost as well; stuck says the work is hanging rather than dropped or failed.
 * registered / events / emails — accepted items whose row / event / email is present.
+
+With a webhook endpoint (webhook_receiver_outage), a fourth witness: webhook — requests
+the webhook receiver verified with `standardwebhooks` for the item's event (same type,
+same address). Missing counts as lost, more than one as duplicated, and a delivery row
+still 'pending' as stuck.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from schemas.events import EVENTS
 from tests.faults.broker import EventLog
+from tests.faults.receiver import Receiver
 from tests.faults.sink import Sink
 from tests.faults.traffic import Item
 
 EVENT_OF = {"register": "user.registered", "invite": "invitation.sent"}
+CLOUDEVENT_TYPE_OF = {kind: EVENTS[key][0] for kind, key in EVENT_OF.items()}
 ROW_TABLE = {"register": "users", "invite": "invitations"}
 UNFINISHED_EMAIL = ("pending", "sending")
 
@@ -45,19 +53,23 @@ class Witnesses:
     emails: int
     request_status: str | None = None  # registrations: status of the request row
     email_statuses: tuple[str, ...] = ()  # the `emails` rows for the address
+    webhooks: int | None = None  # verified webhook requests; None: no endpoint audited
+    webhook_statuses: tuple[str, ...] = ()  # the `webhook_deliveries` rows of the event
 
     @property
     def lost(self) -> bool:
-        return min(self.rows, self.events, self.emails) == 0
+        return min(self.rows, self.events, self.emails) == 0 or self.webhooks == 0
 
     @property
     def duplicated(self) -> bool:
-        return max(self.rows, self.events, self.emails) > 1
+        return max(self.rows, self.events, self.emails, self.webhooks or 0) > 1
 
     @property
     def stuck(self) -> bool:
-        return self.request_status == "pending" or any(
-            status in UNFINISHED_EMAIL for status in self.email_statuses
+        return (
+            self.request_status == "pending"
+            or any(status in UNFINISHED_EMAIL for status in self.email_statuses)
+            or "pending" in self.webhook_statuses
         )
 
     @property
@@ -66,10 +78,13 @@ class Witnesses:
         return not self.lost and not self.stuck
 
     def describe(self) -> str:
-        return (
+        described = (
             f"rows={self.rows} events={self.events} emails={self.emails} "
             f"request={self.request_status} email_rows={list(self.email_statuses)}"
         )
+        if self.webhooks is not None:
+            described += f" webhooks={self.webhooks} deliveries={list(self.webhook_statuses)}"
+        return described
 
 
 @dataclass
@@ -146,23 +161,58 @@ async def _request_statuses(
     return {row["idempotency_key"]: row["status"] for row in rows}
 
 
+async def _statuses_by_email(
+    conn: asyncpg.Connection, query: str, *args: object
+) -> dict[str, tuple[str, ...]]:
+    """(email, status) rows of `query`, grouped: every status per address, in order."""
+    statuses: dict[str, list[str]] = defaultdict(list)
+    for row in await conn.fetch(query, *args):
+        statuses[row["email"]].append(row["status"])
+    return {email: tuple(found) for email, found in statuses.items()}
+
+
 async def _email_statuses(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, emails: list[str]
 ) -> dict[str, tuple[str, ...]]:
-    rows = await conn.fetch(
-        "SELECT lower(recipient) AS recipient, status FROM emails"
+    return await _statuses_by_email(
+        conn,
+        "SELECT lower(recipient) AS email, status FROM emails"
         " WHERE tenant_id = $1 AND lower(recipient) = ANY($2::text[]) ORDER BY created_at",
         tenant_id,
         emails,
     )
-    statuses: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        statuses[row["recipient"]].append(row["status"])
-    return {email: tuple(found) for email, found in statuses.items()}
+
+
+async def _delivery_statuses(
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, emails: list[str]
+) -> dict[str, tuple[str, ...]]:
+    """The endpoint's deliveries of events about each address (the statuses)."""
+    return await _statuses_by_email(
+        conn,
+        "SELECT lower(o.body -> 'data' ->> 'email') AS email, d.status"
+        " FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id"
+        " WHERE d.endpoint_id = $1 AND lower(o.body -> 'data' ->> 'email') = ANY($2::text[])"
+        " ORDER BY d.id",
+        endpoint_id,
+        emails,
+    )
+
+
+@dataclass(frozen=True)
+class WebhookWitness:
+    """The endpoint the webhook scenario registered, and its receiver."""
+
+    endpoint_id: uuid.UUID
+    receiver: Receiver
 
 
 async def observe(
-    database_url: str, tenant_id: str, items: list[Item], events: EventLog, sink: Sink
+    database_url: str,
+    tenant_id: str,
+    items: list[Item],
+    events: EventLog,
+    sink: Sink,
+    webhooks: WebhookWitness | None = None,
 ) -> dict[str, Witnesses]:
     """Witnesses for every accepted item, keyed by its Idempotency-Key.
 
@@ -181,9 +231,15 @@ async def observe(
         keys = [i.key for i in accepted if i.kind == "register"]
         requests = await _request_statuses(conn, tenant, keys)
         email_rows = await _email_statuses(conn, tenant, [i.email for i in accepted])
+        deliveries = (
+            await _delivery_statuses(conn, webhooks.endpoint_id, [i.email for i in accepted])
+            if webhooks is not None
+            else {}
+        )
     finally:
         await conn.close()
     mail = sink.counts()
+    hooks = webhooks.receiver.counts() if webhooks is not None else None
     return {
         item.key: Witnesses(
             rows=rows[item.kind][item.email],
@@ -191,6 +247,8 @@ async def observe(
             emails=mail[item.email],
             request_status=requests.get(item.key) if item.kind == "register" else None,
             email_statuses=email_rows.get(item.email, ()),
+            webhooks=None if hooks is None else hooks[CLOUDEVENT_TYPE_OF[item.kind], item.email],
+            webhook_statuses=deliveries.get(item.email, ()),
         )
         for item in accepted
     }

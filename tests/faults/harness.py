@@ -24,11 +24,12 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import drop_database, free_port
-from tests.faults.audit import Result, Witnesses, observe
+from tests.faults.audit import Result, WebhookWitness, Witnesses, observe
 from tests.faults.broker import EventLog, Replayer, delete_topology
 from tests.faults.common import AMQP_URL, POSTGRES_URL, REGISTRAR, progress
 from tests.faults.infra import ensure_services_running
 from tests.faults.processes import Service
+from tests.faults.receiver import Receiver
 from tests.faults.sink import Sink
 from tests.faults.traffic import Client, Item, Plan, stream
 
@@ -45,7 +46,7 @@ class Options:
 
     plan: Plan = field(default_factory=Plan)
     fault_at_s: float | None = None  # default: a third of the way into the stream
-    outage_s: float = 30.0  # smtp_outage: how long the sink stays down
+    outage_s: float = 30.0  # smtp_outage, webhook_receiver_outage: how long a server is down
     broker_down_s: float = 5.0  # broker_restart: between stop_app and start_app
     restart_after_s: float = 2.0  # worker_kill, gateway_kill: before the new process
     replay_delay_s: float = 1.0  # dup_race: a copy goes out within this many seconds
@@ -73,12 +74,15 @@ class FaultContext:
 @dataclass(frozen=True)
 class Scenario:
     """A named fault. `inject` runs part-way through the stream and restores what it
-    stopped in `finally`; `workers` and `replay` shape the whole scenario (dup_race)."""
+    stopped in `finally`; `workers` and `replay` shape the whole scenario (dup_race);
+    `webhooks` gives the tenant a webhook endpoint at a receiver of the harness for the
+    scenario, and the audit a fourth witness (webhook_receiver_outage)."""
 
     name: str
     inject: Callable[[FaultContext], Awaitable[None]]
     workers: int = 1
     replay: bool = False
+    webhooks: bool = False
 
 
 async def cli(env: dict[str, str], *args: str) -> str:
@@ -126,6 +130,7 @@ class Environment:
         self.sink: Sink | None = None
         self.amqp: aio_pika.abc.AbstractRobustConnection | None = None
         self.events: EventLog | None = None
+        self.webhooks: WebhookWitness | None = None  # during a scenario with `webhooks`
 
     async def __aenter__(self) -> Environment:
         try:
@@ -149,6 +154,8 @@ class Environment:
             "REGISTRAR_RATE_LIMIT_BURST": "100000",
             "REGISTRAR_RATE_LIMIT_PER_MINUTE": "1000000",
             "REGISTRAR_LOG_LEVEL": self.options.log_level,
+            # The webhook receiver listens on 127.0.0.1 over http.
+            "REGISTRAR_WEBHOOK_ALLOW_PRIVATE": "true",
             **dict(self.options.process_env),
         }
         self.env.update(_parse_env_lines(await cli(self.env, "keys", "generate")))
@@ -173,10 +180,46 @@ class Environment:
         )
         self.events = EventLog(self.amqp, self.prefix)
 
+    async def open_webhooks(self, scenario: str) -> Receiver:
+        """A receiver process and an endpoint of the tenant at it, for one scenario; the
+        endpoint takes the events the audit looks for (user.registered, invitation.sent)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/webhooks"
+        added = json.loads(
+            await cli(
+                self.env, "webhook", "add", "--tenant", self.tenant["id"], "--url", url,
+                "--event", "user.registered", "--event", "invitation.sent",
+            )
+        )  # fmt: skip
+        receiver = Receiver(
+            port, self.root / f"{scenario}.webhooks.jsonl", self.root / "receiver.log",
+            secret=added["secret"],
+        )  # fmt: skip
+        assert receiver.url == url
+        self.webhooks = WebhookWitness(uuid.UUID(added["id"]), receiver)
+        await receiver.start()
+        return receiver
+
+    async def close_webhooks(self) -> None:
+        """Stop the receiver and remove the endpoint (later scenarios deliver nothing)."""
+        if self.webhooks is None:
+            return
+        self.webhooks.receiver.stop()
+        try:
+            await cli(self.env, "webhook", "remove", str(self.webhooks.endpoint_id))
+        except RuntimeError as exc:
+            progress(f"removing the webhook endpoint failed: {exc}")
+        unverified = self.webhooks.receiver.unverified()
+        if unverified:
+            progress(f"the webhook receiver refused {unverified} requests it could not verify")
+        self.webhooks = None
+
     async def _teardown(self) -> None:
         """Best effort, step by step, each bounded in time: one failing or hanging step
         must not skip the others."""
         ensure_services_running()
+        if self.webhooks is not None:
+            self.webhooks.receiver.stop()
         if self.sink is not None:
             self.sink.stop()
         if self.events is not None:
@@ -211,6 +254,8 @@ async def run_scenario(env: Environment, scenario: Scenario, options: Options) -
     service = Service(env.env, env.root / scenario.name, workers=scenario.workers)
     replayer = None
     try:
+        if scenario.webhooks:
+            await env.open_webhooks(scenario.name)
         await service.start()
         await asyncio.wait_for(env.events.bind(), AMQP_TIMEOUT_S)
         if scenario.replay:
@@ -223,6 +268,8 @@ async def run_scenario(env: Environment, scenario: Scenario, options: Options) -
             await _bounded("stopping the replayer", replayer.stop())
             progress(f"{scenario.name}: replayed {replayer.replayed} of {replayer.seen} commands")
         codes = service.stop()
+        if scenario.webhooks:
+            await env.close_webhooks()
     result = Result(scenario.name, items, witnesses)
     for name, code in codes.items():
         if code:
@@ -314,7 +361,16 @@ def _progress_state(witnesses: dict[str, Witnesses]) -> tuple:
     """Anything that changes while the service still works on the items."""
     return tuple(
         sorted(
-            (key, w.rows, w.events, w.emails, w.request_status, w.email_statuses)
+            (
+                key,
+                w.rows,
+                w.events,
+                w.emails,
+                w.request_status,
+                w.email_statuses,
+                w.webhooks,
+                w.webhook_statuses,
+            )
             for key, w in witnesses.items()
         )
     )
@@ -322,7 +378,9 @@ def _progress_state(witnesses: dict[str, Witnesses]) -> tuple:
 
 async def _try_observe(env: Environment, items: list[Item]) -> dict[str, Witnesses] | None:
     try:
-        return await observe(env.database_url, env.tenant["id"], items, env.events, env.sink)
+        return await observe(
+            env.database_url, env.tenant["id"], items, env.events, env.sink, env.webhooks
+        )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         progress(f"audit query failed ({exc!r}); will retry")
         return None

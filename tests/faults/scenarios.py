@@ -1,4 +1,4 @@
-"""The six faults. Each one stops something part-way through the stream and restores it
+"""The seven faults. Each one stops something part-way through the stream and restores it
 in `finally`, so an interrupted harness (Ctrl-C, SIGTERM, an error) leaves the machine as
 it found it; infra.ensure_services_running() checks once more at the end of the run.
 """
@@ -54,6 +54,18 @@ async def smtp_outage(ctx: FaultContext) -> None:
         await sink.start()
 
 
+async def webhook_receiver_outage(ctx: FaultContext) -> None:
+    """Take the webhook receiver down for `outage_s` (connections refused), then bring it
+    back on the same port: each event must reach it once, signed, not be dropped or
+    doubled; the webhooks worker backs off meanwhile and delivers the backlog after."""
+    receiver = ctx.env.webhooks.receiver
+    try:
+        receiver.stop()
+        await asyncio.sleep(ctx.options.outage_s)
+    finally:
+        await receiver.start()
+
+
 async def gateway_kill(ctx: FaultContext) -> None:
     """SIGKILL the gateway (requests in flight get no answer), start a new one on the
     same port; clients retry with the same Idempotency-Key."""
@@ -80,6 +92,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("smtp_outage", smtp_outage),
         Scenario("gateway_kill", gateway_kill),
         Scenario("dup_race", dup_race, workers=2, replay=True),
+        Scenario("webhook_receiver_outage", webhook_receiver_outage, webhooks=True),
     )
 }
 # Restarting the machine's PostgreSQL or RabbitMQ breaks whatever else uses them.

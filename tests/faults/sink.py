@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 from collections import Counter
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import IO
 
 from aiosmtpd.smtp import SMTP
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.faults.child import ChildServer, json_lines, serve_from_argv
 
 
 class RecordingHandler:
@@ -57,43 +55,19 @@ async def serve(port: int, path: Path) -> None:
             await server.serve_forever()
 
 
-class Sink:
+class Sink(ChildServer):
     """Controls the sink process from the harness: start, stop, start again, count."""
 
+    module = "tests.faults.sink"
+    what = "SMTP sink"
+
     def __init__(self, port: int, record: Path, log: Path) -> None:
-        self.port = port
+        super().__init__(port, log, [str(port), str(record)])
         self.record = record
-        self.log = log
-        self._process: subprocess.Popen | None = None
         record.touch()
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    async def start(self, timeout: float = 20) -> None:
-        """Start the sink (no-op while it runs) and wait until it greets clients."""
-        if self.running:
-            return
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.sink", str(self.port), str(self.record)],
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"SMTP sink exited with {self._process.returncode}, see {self.log}"
-                )
-            if await self._greets():
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"SMTP sink on port {self.port} did not start, see {self.log}")
-
-    async def _greets(self) -> bool:
+    async def ready(self) -> bool:
+        """It greets clients."""
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except OSError:
@@ -107,33 +81,14 @@ class Sink:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    def stop(self) -> None:
-        """Stop the sink at once (blocking and quick, so it is safe in `finally`)."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-        self._process = None
-
     def received(self) -> list[dict]:
         """Every (recipient, subject) recorded so far, in arrival order."""
-        entries = []
-        for line in self.record.read_text().splitlines():
-            with contextlib.suppress(ValueError):  # a line cut short by a kill
-                entries.append(json.loads(line))
-        return entries
+        return json_lines(self.record)
 
     def counts(self) -> Counter[str]:
         """Messages per recipient address (lower case)."""
         return Counter(entry["to"] for entry in self.received())
 
 
-def main() -> None:
-    port, path = int(sys.argv[1]), Path(sys.argv[2])
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port, path))
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_argv(serve)

@@ -122,3 +122,16 @@ def test_nothing_lost_duplicated_or_stuck(fault_run, scenario: str) -> None:
     # server's 250 and the mailer's commit is the documented duplicate window: here, a
     # duplicate is tolerated only when the workers logged (and counted) such a takeover.
     assert counts["duplicated"] <= counted_takeovers[scenario], stderr[-4000:]
+
+
+def test_the_webhook_witness_joins_the_verdicts() -> None:
+    """webhook_receiver_outage: a missing webhook is lost, two are duplicated, a delivery
+    row still pending is stuck; scenarios without an endpoint are judged as before."""
+    done = {"rows": 1, "events": 1, "emails": 1, "request_status": "registered"}
+    assert Witnesses(**done).settled  # no endpoint audited
+    assert Witnesses(**done, webhooks=1, webhook_statuses=("delivered",)).settled
+    assert Witnesses(**done, webhooks=0).lost
+    assert Witnesses(**done, webhooks=2).duplicated
+    pending = Witnesses(**done, webhooks=0, webhook_statuses=("pending",))
+    assert pending.stuck and not pending.settled
+    assert "webhooks=0" in pending.describe()
