@@ -170,6 +170,7 @@ async def login(
     sliding: bool,
 ) -> Grant:
     """A new access token for the owner of these credentials, or LoginFailed."""
+    checker.ensure_room()
     user = await find_user(pool, tenant_id, login_name)
     if not await check_password(pool, checker, policy, user, password):
         raise LoginFailed()

@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     # one; beyond that a request gets 503 at once instead of piling up behind a storm.
     password_check_threads: int = Field(default=1, ge=1, le=64)
     password_check_queue: int = Field(default=64, ge=0)
+    password_check_nice: int = Field(default=10, ge=0, le=19)
     recovery_ttl_s: int = Field(default=3600, ge=60)
 
     # Webhooks (SPEC §11, service/webhooks.py, workers/webhooks.py). Private destinations

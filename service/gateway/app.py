@@ -102,6 +102,7 @@ async def _password_checker(app: web.Application) -> AsyncIterator[None]:
         password_hasher(settings),
         threads=settings.password_check_threads,
         queue=settings.password_check_queue,
+        nice=settings.password_check_nice,
     )
     yield
     checker.close()

@@ -241,3 +241,35 @@ async def test_the_checker_refuses_at_once_beyond_its_queue():
         assert (await checker.verify(None, PASSWORD)) == (False, False)  # the dummy hash
     finally:
         checker.close()
+
+
+async def test_a_refused_login_costs_no_database_query(make_tenant):
+    """With the check queue full, login refuses (503 busy) before looking the user up:
+    a storm of refused logins does not turn into a storm of queries."""
+    checker = PasswordChecker(cheap(time_cost=3), threads=1, queue=0)
+    try:
+        stored = checker.hasher.hash(PASSWORD)
+        running = asyncio.create_task(checker.verify(stored, "wrong"))
+        await asyncio.sleep(0)
+        tenant = await make_tenant()
+        with pytest.raises(ChecksBusy):
+            await log_in(None, checker, tenant, "anyone")  # no pool: no query was tried
+        await running
+    finally:
+        checker.close()
+
+
+async def test_verifications_run_at_the_configured_niceness():
+    import os
+    import threading
+
+    checker = PasswordChecker(cheap(), threads=1, queue=1, nice=7)
+    try:
+        loop = asyncio.get_running_loop()
+        nice = await loop.run_in_executor(
+            checker._executor,
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+        )
+        assert nice == max(7, os.getpriority(os.PRIO_PROCESS, 0))
+    finally:
+        checker.close()
