@@ -342,7 +342,7 @@ STATEMENTS = (
      lambda s: [[s["request"]], [s["tenant"]], [str(uuid.uuid4())], [os.urandom(32)],
                 [s["new_email"]], [s["new_user_name"]], ["en"], [None],
                 ["register.requested"], [s["body"]], dt.timedelta(minutes=10),
-                dt.timedelta(seconds=30), [s["seeded_request"]]], True),
+                dt.timedelta(seconds=30), [s["seeded_request"]], [None]], True),
     ("gateway: mark confirmed commands published (idle)", "service/intake.py",
      "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}'\nWHERE",
      lambda s: [[s["request"]]], False),

@@ -22,6 +22,7 @@ from service.outbox import add_event, outbox_row
 from service.outcomes import announce
 from service.passwords import Hasher, hash_password
 from service.sealing import UnsealError, unseal
+from workers import admin_registration
 from workers.activation import token_row
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,16 @@ async def _notify_owner_if_silent(
 
 
 # The processed-message record and the request's row lock, in one round trip. `first` is
-# NULL when this message was applied before (by a transaction that committed).
+# NULL when this message was applied before (by a transaction that committed). `admin`:
+# what an administrator decided, for a user created in the back office (else NULL).
 FIRST_AND_LOCK = """
 WITH first AS (
     INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
     ON CONFLICT DO NOTHING RETURNING true AS first
 )
 SELECT (SELECT first FROM first) AS first,
-       (SELECT status FROM registration_requests WHERE id = $3 FOR UPDATE) AS status
+       (SELECT status FROM registration_requests WHERE id = $3 FOR UPDATE) AS status,
+       (SELECT admin FROM registration_requests WHERE id = $3) AS admin
 """
 
 # The user and its default role. No row when the email or userName is taken (any unique
@@ -183,21 +186,31 @@ async def register_user(
         if password_hash is None:
             await _reject(conn, data, "invalid_request")
             return
-        user = await conn.fetchrow(
-            INSERT_USER,
-            uuid7(),
-            data.tenant_id,
-            data.user_name,
-            data.email,
-            password_hash,
-            data.locale,
-        )
+        admin = locked["admin"]
+        if admin is None:
+            user = await conn.fetchrow(
+                INSERT_USER,
+                uuid7(),
+                data.tenant_id,
+                data.user_name,
+                data.email,
+                password_hash,
+                data.locale,
+            )
+        else:
+            user = await admin_registration.insert_user(conn, data, admin, password_hash)
         if user is None:
             reason = await _taken(conn, data)
             await _reject(conn, data, reason)
-            await _notify_owner_if_silent(conn, data, reason)
+            if admin is None:  # an administrator is told, with a 409
+                await _notify_owner_if_silent(conn, data, reason)
             return
-        await conn.execute(DECIDE, *_decision(data, user, token_key=token_key, ttl=token_ttl))
+        if admin is None:
+            await conn.execute(DECIDE, *_decision(data, user, token_key=token_key, ttl=token_ttl))
+        else:
+            await admin_registration.decide(
+                conn, data, admin, user, token_key=token_key, token_ttl=token_ttl
+            )
     log.info(
         "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
     )
