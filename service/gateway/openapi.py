@@ -28,7 +28,17 @@ from schemas.http import (
     TokenBody,
     User,
 )
+from schemas.users_admin import (
+    NewRole,
+    NewUser,
+    RoleDetail,
+    RolePage,
+    RoleUpdate,
+    UserPage,
+    UserUpdate,
+)
 from service.gateway.keys import SETTINGS
+from service.gateway.users_admin import READ, WRITE
 
 INPUTS = (
     RegisterRequest,
@@ -42,8 +52,12 @@ INPUTS = (
     ResetPasswordRequest,
     ChangePasswordRequest,
     DeleteAccountRequest,
+    NewUser,
+    UserUpdate,
+    NewRole,
+    RoleUpdate,
 )
-OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem)
+OUTPUTS = (User, ActivatedUser, Token, RequestStatus, Problem, UserPage, RoleDetail, RolePage)
 API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -202,6 +216,143 @@ def account_paths() -> dict[str, Any]:
     }
 
 
+def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": {"type": kind}, "description": description}
+
+
+PAGING = (
+    _query("searchQuery", "string", "a phrase, matched case-insensitively"),
+    _query("page", "integer", "from 1 (default 1)"),
+    _query("rpp", "integer", "records per page, 1-100 (default 10)"),
+    _query("sort", "string", "field|asc or field|desc"),
+)
+TENANT_TOKEN = {
+    "401": _problem("Unknown API key; missing, unknown or revoked token, or another tenant's"),
+    "403": _problem("The token lacks the scope"),
+    "429": COMMON["429"],
+}
+
+
+def back_office_paths() -> dict[str, Any]:
+    """The Baasic-shaped users administration and roles lookup (SPEC §11)."""
+    user = (API_KEY, _path_param("user"))
+    role = (API_KEY, _path_param("id"))
+    done = {"204": {"description": "Done"}}
+    missing_user, missing_role = _problem("No such user"), _problem("No such role")
+    writes = {**TENANT_TOKEN, "400": COMMON["400"], "413": COMMON["413"], "415": COMMON["415"]}
+
+    def action(summary: str) -> dict[str, Any]:
+        return {
+            "put": _op(
+                summary, {**done, "404": missing_user, **TENANT_TOKEN}, params=user, bearer=WRITE
+            )
+        }
+
+    return {
+        "/{apiKey}/users": {
+            "get": _op(
+                "A page of users (sorted by userName, email, dateCreated or dateUpdated)",
+                {"200": {"description": "The page", "content": _json(UserPage)},
+                 "400": _problem("Bad paging query"), **TENANT_TOKEN},
+                params=(
+                    API_KEY,
+                    *PAGING,
+                    _query("isApproved", "boolean", "only approved (true) or not (false)"),
+                    _query("isLocked", "boolean", "only locked (true) or not (false)"),
+                ),
+                bearer=READ,
+            ),
+            "post": _op(
+                "Create a user (through the registration worker; source admin)",
+                {"201": {"description": "Created", "content": _json(User)}, "202": PENDING,
+                 "409": _problem("Email or userName taken"),
+                 "422": _problem("Idempotency-Key reused with another body"),
+                 **writes, "503": COMMON["503"]},
+                body=NewUser,
+                params=(API_KEY,),
+                bearer=WRITE,
+            ),
+        },
+        "/{apiKey}/users/{user}": {
+            "get": _op(
+                "A user, by userName or id",
+                {"200": {"description": "The user", "content": _json(User)},
+                 "404": missing_user, **TENANT_TOKEN},
+                params=user,
+                bearer=READ,
+            ),
+            "put": _op(
+                "Change userName, email, name or roles (user.updated)",
+                {**done, "404": missing_user, "409": _problem("Email or userName taken"),
+                 **writes},
+                body=UserUpdate,
+                params=user,
+                bearer=WRITE,
+            ),
+            "delete": _op(
+                "Delete a user (user.deleted)",
+                {**done, "404": missing_user, **TENANT_TOKEN},
+                params=user,
+                bearer=WRITE,
+            ),
+        },
+        "/{apiKey}/users/{user}/exists": {
+            "get": _op(
+                "Whether such a user exists",
+                {"204": {"description": "It does"}, "404": missing_user, **TENANT_TOKEN},
+                params=user,
+                bearer=READ,
+            )
+        },
+        "/{apiKey}/users/{user}/approve": action("Approve (user.activated)"),
+        "/{apiKey}/users/{user}/disapprove": action("Disapprove (user.updated; sessions end)"),
+        "/{apiKey}/users/{user}/lock": action("Lock (user.locked; sessions end)"),
+        "/{apiKey}/users/{user}/unlock": action("Unlock, also a lock-out (user.unlocked)"),
+        "/{apiKey}/lookups/roles": {
+            "get": _op(
+                "A page of roles (sorted by name, description, dateCreated or dateUpdated)",
+                {"200": {"description": "The page", "content": _json(RolePage)},
+                 "400": _problem("Bad paging query"), **TENANT_TOKEN},
+                params=(API_KEY, *PAGING),
+                bearer=READ,
+            ),
+            "post": _op(
+                "Create a role",
+                {"201": {"description": "Created", "content": _json(RoleDetail)},
+                 "409": _problem("Name taken"), **writes},
+                body=NewRole,
+                params=(API_KEY,),
+                bearer=WRITE,
+            ),
+        },
+        "/{apiKey}/lookups/roles/{id}": {
+            "get": _op(
+                "A role",
+                {"200": {"description": "The role", "content": _json(RoleDetail)},
+                 "404": missing_role, **TENANT_TOKEN},
+                params=role,
+                bearer=READ,
+            ),
+            "put": _op(
+                "Rename or describe a role (Admin, Staff and User keep their names)",
+                {**done, "404": missing_role, "409": _problem("Name taken, or predefined"),
+                 **writes},
+                body=RoleUpdate,
+                params=role,
+                bearer=WRITE,
+            ),
+            "delete": _op(
+                "Delete a role nobody holds",
+                {**done, "404": missing_role,
+                 "409": _problem("Users hold it, or it is Admin, Staff or User"),
+                 **TENANT_TOKEN},
+                params=role,
+                bearer=WRITE,
+            ),
+        },
+    }  # fmt: skip
+
+
 def paths() -> dict[str, Any]:
     register_params = (
         API_KEY,
@@ -355,6 +506,7 @@ def paths() -> dict[str, Any]:
         },
         "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}})},
         **account_paths(),
+        **back_office_paths(),
     }
 
 

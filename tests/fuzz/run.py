@@ -2,8 +2,8 @@
 gateway's /openapi.json (SPEC §8).
 
 Starts its own database, AMQP prefix, SMTP sink, gateway and `worker all` processes,
-creates a tenant (its API key fills every `{apiKey}`) and a `users:invite` bearer token,
-then sends at least N generated requests (valid and invalid data) to every operation and
+creates a tenant (its API key fills every `{apiKey}`) and a bearer token with the users
+scopes, then sends at least N generated requests (valid and invalid data) to every operation and
 checks each answer with Schemathesis's `not_a_server_error` and
 `response_schema_conformance`. Failures are described on stderr, with a curl command to
 replay them. The last line on stdout is
@@ -300,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         tenant = system.registrar(
             "tenant", "create", "Fuzz", "--activation-url-prefix", "https://app.example.com/"
         )
+        # Every scope a bearer route asks for, so that the fuzzer gets past the 403s.
+        scopes = ("users:invite", "users:read", "users:write")
         token = system.registrar(
-            "token", "create", "--tenant", tenant["id"], "--scope", "users:invite"
+            "token", "create", "--tenant", tenant["id"], *(f"--scope={s}" for s in scopes)
         )
         with contextlib.redirect_stdout(sys.stderr):  # Hypothesis' notes: stdout has one line
             tally = fuzz(
