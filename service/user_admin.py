@@ -45,9 +45,9 @@ async def resolve_roles(
     conn: asyncpg.Connection | asyncpg.Pool,
     tenant_id: uuid.UUID,
     wanted: Sequence[str | RoleRef],
-) -> list[uuid.UUID]:
-    """The ids of the tenant's roles named (by name, case-insensitively, or by id), or a
-    400 naming those the tenant does not have."""
+) -> dict[uuid.UUID, str]:
+    """The tenant's roles named (by name, case-insensitively, or by id): their lower-case
+    names by id, or a 400 naming those the tenant does not have."""
     names = [w.lower() for w in wanted if isinstance(w, str)]
     names += [w.name.lower() for w in wanted if isinstance(w, RoleRef) and w.id is None]
     ids = [w.id for w in wanted if isinstance(w, RoleRef) and w.id is not None]
@@ -66,7 +66,7 @@ async def resolve_roles(
             f"no such role: {', '.join(sorted(missing))}",
             errors=[{"field": "roles", "message": f"unknown role {m}"} for m in sorted(missing)],
         )
-    return sorted({r["id"] for r in rows})
+    return {r["id"]: r["name"] for r in rows}
 
 
 def _changes(row: asyncpg.Record, form: UserUpdate) -> dict[str, object]:
@@ -85,7 +85,9 @@ async def update_user(
         async with pool.acquire() as conn, conn.transaction():
             row = await _locked_user(conn, tenant_id, user)
             changes = _changes(row, form)
-            roles = None if form.roles is None else await resolve_roles(conn, tenant_id, form.roles)
+            roles = None
+            if form.roles is not None:
+                roles = sorted(await resolve_roles(conn, tenant_id, form.roles))
             if roles is not None and roles != list(row["roles"]):
                 await conn.execute(
                     "DELETE FROM user_roles WHERE user_id = $1 AND role_id <> ALL($2::uuid[])",

@@ -100,22 +100,30 @@ SELECT (SELECT first FROM first) AS first,
        (SELECT admin FROM registration_requests WHERE id = $3) AS admin
 """
 
-# The user and its default role. No row when the email or userName is taken (any unique
-# index of users: ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
-# commit or roll back, as the unique violation it replaces did); then TAKEN says which.
+# The user and its roles (by lower-case name: `user` for a self-registration, what the
+# administrator chose for a user created in the back office). No row when the email or
+# userName is taken (any unique index of users: ON CONFLICT DO NOTHING waits for a
+# concurrent insert of the same key to commit or roll back, as the unique violation it
+# replaces did); then TAKEN says which.
 INSERT_USER = """
 WITH u AS (
-    INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source)
-    VALUES ($1, $2, $3, $4, $5, $6, 'self')
+    INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source, name,
+                       is_approved)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT DO NOTHING
     RETURNING id, created_at
 ), r AS (
     INSERT INTO user_roles (user_id, role_id)
-    SELECT u.id, roles.id FROM u, roles WHERE roles.tenant_id = $2 AND lower(roles.name) = 'user'
+    SELECT u.id, roles.id FROM u, roles
+     WHERE roles.tenant_id = $2 AND lower(roles.name) = ANY($10::text[])
     RETURNING role_id
 )
-SELECT u.id, u.created_at, EXISTS (SELECT FROM r) AS has_role FROM u
+SELECT u.id, u.created_at,
+       ARRAY(SELECT ro.name FROM r JOIN roles ro ON ro.id = r.role_id ORDER BY ro.name) AS roles
+  FROM u
 """
+# What a self-registration is, in the terms of a user created in the back office.
+SELF = {"source": "self", "name": "", "isApproved": False, "roles": ["user"]}
 
 TAKEN = """
 SELECT EXISTS (SELECT FROM users WHERE tenant_id = $1 AND lower(email) = lower($2)) AS email,
@@ -187,18 +195,20 @@ async def register_user(
             await _reject(conn, data, "invalid_request")
             return
         admin = locked["admin"]
-        if admin is None:
-            user = await conn.fetchrow(
-                INSERT_USER,
-                uuid7(),
-                data.tenant_id,
-                data.user_name,
-                data.email,
-                password_hash,
-                data.locale,
-            )
-        else:
-            user = await admin_registration.insert_user(conn, data, admin, password_hash)
+        chosen = SELF if admin is None else admin | {"source": "admin"}
+        user = await conn.fetchrow(
+            INSERT_USER,
+            uuid7(),
+            data.tenant_id,
+            data.user_name,
+            data.email,
+            password_hash,
+            data.locale,
+            chosen["source"],
+            chosen["name"],
+            chosen["isApproved"],
+            chosen["roles"],
+        )
         if user is None:
             reason = await _taken(conn, data)
             await _reject(conn, data, reason)
@@ -229,7 +239,7 @@ def _decision(
         name="",
         locale=data.locale,
         is_approved=False,
-        roles=["User"] if user["has_role"] else [],
+        roles=list(user["roles"]),
         source="self",
         registered_at=user["created_at"],
         request_id=data.request_id,

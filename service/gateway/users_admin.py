@@ -114,7 +114,7 @@ async def create_user(request: web.Request) -> web.Response:
         locale=locale_of(request, tenant),
         admin={
             "name": form.name or "",
-            "roles": [str(role) for role in roles],
+            "roles": sorted(roles.values()),
             "isApproved": form.is_approved,
             "notify": form.send_email_notification,
         },

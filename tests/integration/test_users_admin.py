@@ -10,7 +10,6 @@ import datetime as dt
 import itertools
 import random
 import uuid
-from functools import partial
 
 import asyncpg
 import pytest
@@ -21,9 +20,6 @@ from service.errors import EmailTaken, NotFound, UserNameTaken, ValidationFailed
 from service.paging import PageRequest
 from service.tenants import Tenant
 from tests.integration.conftest import ACTIVATION_URL, MakeTenant
-from workers import registration
-
-TOKEN_TTL = dt.timedelta(hours=48)
 
 
 async def add_users(pool: asyncpg.Pool, tenant: Tenant, people: list[dict]) -> list[uuid.UUID]:
@@ -300,26 +296,11 @@ async def test_roles_are_numbered_after_the_tenants_others_and_held_ones_stay(
 # --- users created by an administrator, through the registration worker ------------------
 
 
-@pytest.fixture
-def register(pool, hasher, private_key, token_key):
-    return partial(
-        registration.register_user,
-        pool=pool,
-        hasher=hasher,
-        private_key=private_key,
-        token_key=token_key,
-        token_ttl=TOKEN_TTL,
-    )
-
-
 async def admin_request(pool, new_request, tenant: Tenant, *, activation_url=None, **admin):
     """A request recorded as the gateway records POST /users."""
     tag = uuid.uuid4().hex[:8]
     req = await new_request(tenant, email=f"a-{tag}@example.com", user_name=f"a_{tag}")
-    staff = await pool.fetchval(
-        "SELECT id FROM roles WHERE tenant_id = $1 AND name = 'Staff'", tenant.id
-    )
-    choice = {"name": "Ada", "roles": [str(staff)], "isApproved": False, "notify": False} | admin
+    choice = {"name": "Ada", "roles": ["staff"], "isApproved": False, "notify": False} | admin
     await pool.execute(
         "UPDATE registration_requests SET admin = $2 WHERE id = $1", req.data.request_id, choice
     )
