@@ -376,7 +376,7 @@ STATEMENTS = (
     ("worker: insert user + default role (uniqueness check)", "workers/registration.py",
      "INSERT INTO users",
      lambda s: [s["user"], s["tenant"], s["new_user_name"], s["new_email"], "$argon2id$x",
-                "en"], True),
+                "en", "self", "", False, ["user"]], True),
     ("worker: which of email / userName is taken", "workers/registration.py",
      "AS user_name\n", lambda s: [s["tenant"], s["seeded_email"], s["new_user_name"]], False),
     ("worker: decide (request, token, email row, outbox, NOTIFY)", "workers/registration.py",
@@ -453,13 +453,13 @@ STATEMENTS = (
      lambda s: [s["tenant"], 10, 0], False),
     ("back office: page 1 by dateCreated, not approved", "service/user_listing.py",
      lambda: page_sql(PageRequest(sort="dateCreated", filters={"isApproved": False})),
-     lambda s: [s["tenant"], False, 10, 0], False),
+     lambda s: [s["tenant"], 10, 0], False),
     ("back office: the deepest page by dateUpdated, approved", "service/user_listing.py",
      lambda: page_sql(PageRequest(sort="dateUpdated", filters={"isApproved": True})),
-     lambda s: [s["tenant"], True, 10, s["approved"] // 2 - 10], False),
+     lambda s: [s["tenant"], 10, s["approved"] // 2 - 10], False),
     ("back office: page 1 of locked users by userName", "service/user_listing.py",
      lambda: page_sql(PageRequest(sort="userName", filters={"isLocked": True})),
-     lambda s: [s["tenant"], True, 10, 0], False),
+     lambda s: [s["tenant"], 10, 0], False),
     ("back office: search, page 1 (one user's name)", "service/user_listing.py",
      lambda: page_sql(PageRequest(sort="userName", search="x")),
      lambda s: [s["tenant"], like_pattern(s["seeded_name"]), 10, 0], False),
@@ -479,8 +479,8 @@ STATEMENTS = (
      lambda s: [s["seeded_user"], None, None, "Renamed"], False),
     ("back office: lock (counter trigger)", "service/user_admin.py",
      "SET is_locked_out = true, updated_at = now()", lambda s: [s["seeded_user"]], False),
-    ("back office: is a role held", "service/roles.py", "FROM user_roles WHERE role_id = $1",
-     lambda s: [s["user_role"]], False),
+    ("back office: is a role held (one nobody holds)", "service/roles.py",
+     "FROM user_roles WHERE role_id = $1", lambda s: [s["admin_role"]], False),
 )  # fmt: skip
 
 
@@ -512,8 +512,8 @@ async def explain_state(conn: asyncpg.Connection, env: Environment) -> dict:
         "users": int(counts["users"]),
         "approved": int(counts["approved"]),
         "seeded_name": await conn.fetchval("SELECT user_name FROM users WHERE id = $1", row["id"]),
-        "user_role": await conn.fetchval(
-            "SELECT id FROM roles WHERE tenant_id = $1 AND lower(name) = 'user'", tenant
+        "admin_role": await conn.fetchval(
+            "SELECT id FROM roles WHERE tenant_id = $1 AND lower(name) = 'admin'", tenant
         ),
         "tenant": tenant,
         "api_key_hash": tokens.hash_secret(env.tenant["apiKey"]),

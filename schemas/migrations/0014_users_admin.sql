@@ -28,8 +28,17 @@ CREATE INDEX users_tenant_updated_paged ON users (tenant_id, updated_at, id)
 DROP INDEX users_tenant_updated;
 ALTER INDEX users_tenant_updated_paged RENAME TO users_tenant_updated;
 
--- Locked users are few: listing only them reads this instead of every user's entry.
-CREATE INDEX users_tenant_locked ON users (tenant_id) WHERE is_locked_out;
+-- Locked users are few: listing only them reads these, in each sort order, instead of
+-- skipping every other user's entry (the listing writes the filter out, so that the
+-- planner can match these predicates).
+CREATE INDEX users_locked_by_user_name ON users (tenant_id, lower(user_name))
+    INCLUDE (id, user_name, is_approved) WHERE is_locked_out;
+CREATE INDEX users_locked_by_email ON users (tenant_id, lower(email))
+    INCLUDE (id, email, is_approved) WHERE is_locked_out;
+CREATE INDEX users_locked_by_created ON users (tenant_id, created_at, id)
+    INCLUDE (is_approved) WHERE is_locked_out;
+CREATE INDEX users_locked_by_updated ON users (tenant_id, updated_at, id)
+    INCLUDE (is_approved) WHERE is_locked_out;
 
 -- searchQuery: a phrase matched case-insensitively anywhere in userName, email or name.
 -- One trigram index over the three, joined by a unit separator (U+001F), which a search
