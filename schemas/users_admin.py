@@ -15,7 +15,6 @@ from schemas.http import (
     ActivationUrl,
     Email,
     Link,
-    PersonName,
     PlainText,
     User,
     UserName,
@@ -38,6 +37,8 @@ RoleName = Annotated[
     PlainText, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_role_name)
 ]
 Description = Annotated[PlainText, Field(max_length=DESCRIPTION_MAX)]
+# A person's name where none is fine too ("" clears it).
+OptionalName = Annotated[PlainText, Field(max_length=NAME_MAX), AfterValidator(str.strip)]
 
 
 class RoleRef(BaseModel):
@@ -62,7 +63,7 @@ class NewUser(_WithNewPassword):
 
     user_name: UserName
     email: Email
-    name: PersonName | None = None
+    name: OptionalName | None = None
     roles: Annotated[list[RoleName], Field(max_length=ROLES_MAX)] | None = None
     is_approved: bool = False
     send_email_notification: bool = False
@@ -96,7 +97,7 @@ class UserUpdate(_ReadOnlyFields):
 
     user_name: UserName | None = None
     email: Email | None = None
-    name: Annotated[PlainText, Field(max_length=NAME_MAX), AfterValidator(str.strip)] | None = None
+    name: OptionalName | None = None
     roles: Annotated[list[RoleName | RoleRef], Field(max_length=ROLES_MAX)] | None = None
     creation_date: Any = None
     is_approved: Any = None
