@@ -233,69 +233,94 @@ TENANT_TOKEN = {
 }
 
 
+DONE = {"204": {"description": "Done"}}
+WRITES = {**TENANT_TOKEN, "400": COMMON["400"], "413": COMMON["413"], "415": COMMON["415"]}
+
+
+def _collection(
+    what: str,
+    sorts: str,
+    page: type[BaseModel],
+    new: type[BaseModel],
+    created: dict,
+    *,
+    filters: tuple = (),
+    summary: str | None = None,
+) -> dict[str, Any]:
+    """GET a page of `what` (sorted by `sorts`); POST a new one (`created`: its answers)."""
+    return {
+        "get": _op(
+            f"A page of {what}s (sorted by {sorts})",
+            {"200": {"description": "The page", "content": _json(page)},
+             "400": _problem("Bad paging query"), **TENANT_TOKEN},
+            params=(API_KEY, *PAGING, *filters),
+            bearer=READ,
+        ),
+        "post": _op(
+            summary or f"Create a {what}", {**created, **WRITES}, body=new,
+            params=(API_KEY,), bearer=WRITE,
+        ),
+    }  # fmt: skip
+
+
+def _item(
+    params: tuple,
+    missing: dict,
+    shown: tuple[str, type[BaseModel]],
+    changed: tuple[str, type[BaseModel], str],
+    deleted: tuple[str, str | None],
+) -> dict[str, Any]:
+    """GET one (200 `shown`), PUT what changes (204; 409 when it collides), DELETE (204;
+    409 when it must stay)."""
+    kept = {"409": _problem(deleted[1])} if deleted[1] else {}
+    return {
+        "get": _op(
+            shown[0],
+            {"200": {"description": "Found", "content": _json(shown[1])}, "404": missing,
+             **TENANT_TOKEN},
+            params=params,
+            bearer=READ,
+        ),
+        "put": _op(
+            changed[0],
+            {**DONE, "404": missing, "409": _problem(changed[2]), **WRITES},
+            body=changed[1],
+            params=params,
+            bearer=WRITE,
+        ),
+        "delete": _op(
+            deleted[0], {**DONE, "404": missing, **kept, **TENANT_TOKEN}, params=params,
+            bearer=WRITE,
+        ),
+    }  # fmt: skip
+
+
 def back_office_paths() -> dict[str, Any]:
     """The Baasic-shaped users administration and roles lookup (SPEC §11)."""
     user = (API_KEY, _path_param("user"))
-    role = (API_KEY, _path_param("id"))
-    done = {"204": {"description": "Done"}}
-    missing_user, missing_role = _problem("No such user"), _problem("No such role")
-    writes = {**TENANT_TOKEN, "400": COMMON["400"], "413": COMMON["413"], "415": COMMON["415"]}
+    missing_user = _problem("No such user")
 
     def action(summary: str) -> dict[str, Any]:
-        return {
-            "put": _op(
-                summary, {**done, "404": missing_user, **TENANT_TOKEN}, params=user, bearer=WRITE
-            )
-        }
+        answers = {**DONE, "404": missing_user, **TENANT_TOKEN}
+        return {"put": _op(summary, answers, params=user, bearer=WRITE)}
 
     return {
-        "/{apiKey}/users": {
-            "get": _op(
-                "A page of users (sorted by userName, email, dateCreated or dateUpdated)",
-                {"200": {"description": "The page", "content": _json(UserPage)},
-                 "400": _problem("Bad paging query"), **TENANT_TOKEN},
-                params=(
-                    API_KEY,
-                    *PAGING,
-                    _query("isApproved", "boolean", "only approved (true) or not (false)"),
-                    _query("isLocked", "boolean", "only locked (true) or not (false)"),
-                ),
-                bearer=READ,
-            ),
-            "post": _op(
-                "Create a user (through the registration worker; source admin)",
-                {"201": {"description": "Created", "content": _json(User)}, "202": PENDING,
-                 "409": _problem("Email or userName taken"),
-                 "422": _problem("Idempotency-Key reused with another body"),
-                 **writes, "503": COMMON["503"]},
-                body=NewUser,
-                params=(API_KEY,),
-                bearer=WRITE,
-            ),
-        },
-        "/{apiKey}/users/{user}": {
-            "get": _op(
-                "A user, by userName or id",
-                {"200": {"description": "The user", "content": _json(User)},
-                 "404": missing_user, **TENANT_TOKEN},
-                params=user,
-                bearer=READ,
-            ),
-            "put": _op(
-                "Change userName, email, name or roles (user.updated)",
-                {**done, "404": missing_user, "409": _problem("Email or userName taken"),
-                 **writes},
-                body=UserUpdate,
-                params=user,
-                bearer=WRITE,
-            ),
-            "delete": _op(
-                "Delete a user (user.deleted)",
-                {**done, "404": missing_user, **TENANT_TOKEN},
-                params=user,
-                bearer=WRITE,
-            ),
-        },
+        "/{apiKey}/users": _collection(
+            "user", "userName, email, dateCreated or dateUpdated", UserPage, NewUser,
+            {"201": {"description": "Created", "content": _json(User)}, "202": PENDING,
+             "409": _problem("Email or userName taken"),
+             "422": _problem("Idempotency-Key reused with another body"),
+             "503": COMMON["503"]},
+            filters=(_query("isApproved", "boolean", "only approved (true) or not (false)"),
+                     _query("isLocked", "boolean", "only locked (true) or not (false)")),
+            summary="Create a user (through the registration worker; source admin)",
+        ),
+        "/{apiKey}/users/{user}": _item(
+            user, missing_user, ("A user, by userName or id", User),
+            ("Change userName, email, name or roles (user.updated)", UserUpdate,
+             "Email or userName taken"),
+            ("Delete a user (user.deleted)", None),
+        ),
         "/{apiKey}/users/{user}/exists": {
             "get": _op(
                 "Whether such a user exists",
@@ -308,48 +333,17 @@ def back_office_paths() -> dict[str, Any]:
         "/{apiKey}/users/{user}/disapprove": action("Disapprove (user.updated; sessions end)"),
         "/{apiKey}/users/{user}/lock": action("Lock (user.locked; sessions end)"),
         "/{apiKey}/users/{user}/unlock": action("Unlock, also a lock-out (user.unlocked)"),
-        "/{apiKey}/lookups/roles": {
-            "get": _op(
-                "A page of roles (sorted by name, description, dateCreated or dateUpdated)",
-                {"200": {"description": "The page", "content": _json(RolePage)},
-                 "400": _problem("Bad paging query"), **TENANT_TOKEN},
-                params=(API_KEY, *PAGING),
-                bearer=READ,
-            ),
-            "post": _op(
-                "Create a role",
-                {"201": {"description": "Created", "content": _json(RoleDetail)},
-                 "409": _problem("Name taken"), **writes},
-                body=NewRole,
-                params=(API_KEY,),
-                bearer=WRITE,
-            ),
-        },
-        "/{apiKey}/lookups/roles/{id}": {
-            "get": _op(
-                "A role",
-                {"200": {"description": "The role", "content": _json(RoleDetail)},
-                 "404": missing_role, **TENANT_TOKEN},
-                params=role,
-                bearer=READ,
-            ),
-            "put": _op(
-                "Rename or describe a role (Admin, Staff and User keep their names)",
-                {**done, "404": missing_role, "409": _problem("Name taken, or predefined"),
-                 **writes},
-                body=RoleUpdate,
-                params=role,
-                bearer=WRITE,
-            ),
-            "delete": _op(
-                "Delete a role nobody holds",
-                {**done, "404": missing_role,
-                 "409": _problem("Users hold it, or it is Admin, Staff or User"),
-                 **TENANT_TOKEN},
-                params=role,
-                bearer=WRITE,
-            ),
-        },
+        "/{apiKey}/lookups/roles": _collection(
+            "role", "name, description, dateCreated or dateUpdated", RolePage, NewRole,
+            {"201": {"description": "Created", "content": _json(RoleDetail)},
+             "409": _problem("Name taken")},
+        ),
+        "/{apiKey}/lookups/roles/{id}": _item(
+            (API_KEY, _path_param("id")), _problem("No such role"), ("A role", RoleDetail),
+            ("Rename or describe a role (Admin, Staff and User keep their names)", RoleUpdate,
+             "Name taken, or a predefined role renamed"),
+            ("Delete a role nobody holds", "Users hold it, or it is Admin, Staff or User"),
+        ),
     }  # fmt: skip
 
 
