@@ -40,6 +40,18 @@ ROUTES = [
 ]
 
 
+def new_user(prefix: str = "admin", **fields) -> dict:
+    """A valid body for POST /users, unique names."""
+    tag = uuid.uuid4().hex[:10]
+    password = f"pw-{tag}-Secret!"
+    return {
+        "userName": f"{prefix}_{tag}",
+        "email": f"{prefix}-{tag}@example.com",
+        "password": password,
+        "confirmPassword": password,
+    } | fields
+
+
 class Office:
     """One tenant's back office: its API key and tokens, and calls made with them."""
 
@@ -61,13 +73,7 @@ class Office:
 
     async def create(self, **fields) -> dict:
         """A user created through POST /users (201 asserted)."""
-        tag = uuid.uuid4().hex[:10]
-        body = {
-            "userName": f"admin_{tag}",
-            "email": f"admin-{tag}@example.com",
-            "password": f"pw-{tag}-Secret!",
-            "confirmPassword": f"pw-{tag}-Secret!",
-        } | fields
+        body = new_user(**fields)
         status, user, _ = await self.call("POST", "users", json=body)
         assert status == 201, user
         return user | {"password": body["password"]}
@@ -245,13 +251,7 @@ async def test_changes_that_collide_or_name_nothing_are_refused(office):
 
 async def test_creating_a_taken_or_invalid_user_is_refused(office, e2e_pool):
     taken = await office.create()
-    tag = uuid.uuid4().hex[:8]
-    fresh = {
-        "userName": f"fresh_{tag}",
-        "email": f"fresh-{tag}@example.com",
-        "password": "long-enough-pw",
-        "confirmPassword": "long-enough-pw",
-    }
+    fresh = new_user("fresh")
     status, body, _ = await office.call(
         "POST", "users", json=fresh | {"email": taken["email"].upper()}
     )
@@ -321,13 +321,8 @@ async def test_creating_mails_an_activation_link_or_a_welcome_only_when_asked(
 
 
 async def test_create_waits_honours_prefer_and_idempotency_key(office):
-    tag = uuid.uuid4().hex[:8]
-    body = {
-        "userName": f"async_{tag}",
-        "email": f"async-{tag}@example.com",
-        "password": "long-enough-pw",
-        "confirmPassword": "long-enough-pw",
-    }
+    body = new_user("async")
+    tag = body["userName"]
     headers = {"Prefer": "respond-async", "Idempotency-Key": f"key-{tag}"}
     status, pending, answer_headers = await office.call("POST", "users", json=body, headers=headers)
     assert status == 202 and pending["status"] == "pending"
