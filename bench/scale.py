@@ -479,7 +479,8 @@ STATEMENTS = (
      lambda s: [s["seeded_user"], None, None, "Renamed"], False),
     ("back office: lock (counter trigger)", "service/user_admin.py",
      "SET is_locked_out = true, updated_at = now()", lambda s: [s["seeded_user"]], False),
-    ("back office: is a role held (one nobody holds)", "service/roles.py",
+    ("back office: is a role held (one nobody holds; run with a custom plan)",
+     "service/roles.py",
      "FROM user_roles WHERE role_id = $1", lambda s: [s["admin_role"]], False),
 )  # fmt: skip
 

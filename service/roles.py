@@ -134,8 +134,14 @@ async def delete_role(pool: asyncpg.Pool, *, tenant_id: uuid.UUID, role_id: uuid
             raise NotFound("no such role")
         if role["number"] <= PREDEFINED:
             raise RolePredefined(f"{role['name']} cannot be deleted")
-        if await conn.fetchval(
+        # Planned for this very role (here and in the deletion's cascade): a generic plan
+        # takes any role for a common one (a tenant has few, and most users hold `User`)
+        # and scans user_roles to prove that nobody holds it (82 ms at a million users,
+        # make bench-scale).
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        held = await conn.fetchval(
             "SELECT EXISTS (SELECT FROM user_roles WHERE role_id = $1)", role_id
-        ):
+        )
+        if held:
             raise RoleInUse(f"users hold the role {role['name']}")
         await conn.execute("DELETE FROM roles WHERE id = $1", role_id)
