@@ -4,7 +4,7 @@ unit-tested without a database (tests/unit/test_bench_scale.py):
 * `seed_rows` — the rows a tenant of N existing users has in every table that grows with
   its users, shaped like the rows a real registration (and activation) leaves behind;
 * `sql_from` — a statement as the service runs it, read from its source file, so that the
-  EXPLAIN phase never checks a stale copy;
+  EXPLAIN phase never checks a stale copy (`statement_sql`: or composed by the service);
 * `literal`, `summarize`, `problems` — EXPLAIN EXECUTE arguments and reading the plans;
 * `append_row` — adding a row to a Markdown table that keeps its earlier rows.
 """
@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,6 +302,13 @@ def sql_from(path: Path, marker: str) -> str:
     if len(found) != 1:
         raise ValueError(f"{path.name}: {len(found)} string literals contain {marker!r}")
     return found[0]
+
+
+def statement_sql(path: Path, marker: str | Callable[[], str]) -> str:
+    """A statement of the benchmark: the string literal of `path` that `marker` picks
+    (sql_from), or, where the service composes a statement from the query (the back
+    office's listing), what `marker()` composes with the service's own function."""
+    return marker() if callable(marker) else sql_from(path, marker)
 
 
 def literal(value: object) -> str:

@@ -249,7 +249,18 @@ async def hot_statements(conn: asyncpg.Connection) -> list[tuple[str, str, tuple
         (
             "registration: INSERT_USER (user + default role, ON CONFLICT DO NOTHING)",
             registration.INSERT_USER,
-            (fresh, tid, f"explain-{fresh}", f"explain-{fresh}@example.com", "x", "en"),
+            (
+                fresh,
+                tid,
+                f"explain-{fresh}",
+                f"explain-{fresh}@example.com",
+                "x",
+                "en",
+                "self",
+                "",
+                False,
+                ["user"],
+            ),
         ),
         (
             "registration: DECIDE (request, token, email row, 2 outbox rows, NOTIFY)",

@@ -62,14 +62,16 @@ from _scale import (  # noqa: E402
     literal,
     problems,
     seed_rows,
-    sql_from,
+    statement_sql,
     summarize,
 )
 from argon2 import PasswordHasher  # noqa: E402
 from run import LIMITS, Tracker, builder, fmt, identity, ok, running  # noqa: E402
 
 from service import tokens  # noqa: E402
+from service.paging import PageRequest, like_pattern  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.user_listing import count_sql, page_sql  # noqa: E402
 from tests.faults.common import POSTGRES_URL  # noqa: E402
 from tests.faults.harness import Environment, Options  # noqa: E402
 from tests.faults.processes import Service  # noqa: E402
@@ -333,7 +335,7 @@ STATEMENTS = (
      lambda s: [[s["request"]], [s["tenant"]], [str(uuid.uuid4())], [os.urandom(32)],
                 [s["new_email"]], [s["new_user_name"]], ["en"], [None],
                 ["register.requested"], [s["body"]], dt.timedelta(minutes=10),
-                dt.timedelta(seconds=30), [s["seeded_request"]]], True),
+                dt.timedelta(seconds=30), [s["seeded_request"]], [None]], True),
     ("gateway: mark confirmed commands published (idle)", "service/intake.py",
      "UPDATE outbox SET published_at = now(), body = body #- '{data,sealedPassword}'\nWHERE",
      lambda s: [[s["request"]]], False),
@@ -365,7 +367,7 @@ STATEMENTS = (
     ("worker: insert user + default role (uniqueness check)", "workers/registration.py",
      "INSERT INTO users",
      lambda s: [s["user"], s["tenant"], s["new_user_name"], s["new_email"], "$argon2id$x",
-                "en"], True),
+                "en", "self", "", False, ["user"]], True),
     ("worker: which of email / userName is taken", "workers/registration.py",
      "AS user_name\n", lambda s: [s["tenant"], s["seeded_email"], s["new_user_name"]], False),
     ("worker: decide (request, token, email row, outbox, NOTIFY)", "workers/registration.py",
@@ -426,6 +428,51 @@ STATEMENTS = (
      "SELECT activation_url FROM activation_tokens", lambda s: [s["seeded_user"]], False),
     ("worker: resend: revoke older tokens", "workers/activation.py",
      "UPDATE activation_tokens SET revoked_at = now()", lambda s: [s["seeded_user"]], False),
+    # The back office (GET /{apiKey}/users and the changes), at 10 users a page.
+    ("back office: users total (per-tenant counters)", "service/user_listing.py",
+     "FROM user_counts WHERE tenant_id = $1", lambda s: [s["tenant"]], False),
+    ("back office: page 1 by userName", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="userName")), lambda s: [s["tenant"], 10, 0], False),
+    ("back office: the deepest page by userName (the middle: offset users/2)",
+     "service/user_listing.py", lambda: page_sql(PageRequest(sort="userName")),
+     lambda s: [s["tenant"], 10, s["users"] // 2 - 10], False),
+    ("back office: the last page by userName (read from the end)", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="userName"), from_end=True),
+     lambda s: [s["tenant"], 10, 0], False),
+    ("back office: page 1 by email, descending", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="email", descending=True)),
+     lambda s: [s["tenant"], 10, 0], False),
+    ("back office: page 1 by dateCreated, not approved", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="dateCreated", filters={"isApproved": False})),
+     lambda s: [s["tenant"], 10, 0], False),
+    ("back office: the deepest page by dateUpdated, approved", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="dateUpdated", filters={"isApproved": True})),
+     lambda s: [s["tenant"], 10, s["approved"] // 2 - 10], False),
+    ("back office: page 1 of locked users by userName", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="userName", filters={"isLocked": True})),
+     lambda s: [s["tenant"], 10, 0], False),
+    ("back office: search, page 1 (one user's name)", "service/user_listing.py",
+     lambda: page_sql(PageRequest(sort="userName", search="x")),
+     lambda s: [s["tenant"], like_pattern(s["seeded_name"]), 10, 0], False),
+    ("back office: search, its total (one user's name)", "service/user_listing.py",
+     lambda: count_sql(PageRequest(search="x")),
+     lambda s: [s["tenant"], like_pattern(s["seeded_name"])], False),
+    ("back office: page rows", "service/user_listing.py", "FROM users WHERE id = ANY",
+     lambda s: [[s["seeded_user"]]], False),
+    ("back office: page roles", "service/user_listing.py", "WHERE ur.user_id = ANY",
+     lambda s: [[s["seeded_user"]]], False),
+    ("back office: user by userName or id", "service/users.py", "OR id = $3",
+     lambda s: [s["tenant"], s["seeded_name"], s["seeded_user"]], False),
+    ("back office: lock the user's row (with its roles)", "service/user_admin.py",
+     "ARRAY(SELECT role_id FROM user_roles", lambda s: [s["seeded_user"], s["tenant"]], False),
+    ("back office: update userName / email / name (counters untouched)",
+     "service/user_admin.py", "SET user_name = COALESCE($2, user_name)",
+     lambda s: [s["seeded_user"], None, None, "Renamed"], False),
+    ("back office: lock (counter trigger)", "service/user_admin.py",
+     "SET is_locked_out = true, updated_at = now()", lambda s: [s["seeded_user"]], False),
+    ("back office: is a role held (one nobody holds; run with a custom plan)",
+     "service/roles.py",
+     "FROM user_roles WHERE role_id = $1", lambda s: [s["admin_role"]], False),
 )  # fmt: skip
 
 
@@ -448,7 +495,18 @@ async def explain_state(conn: asyncpg.Connection, env: Environment) -> dict:
     )
     name = f"explain{tag()}"
     request = uuid.uuid4()
+    counts = await conn.fetchrow(
+        "SELECT sum(users) AS users, sum(approved) AS approved FROM user_counts "
+        "WHERE tenant_id = $1",
+        tenant,
+    )
     return {
+        "users": int(counts["users"]),
+        "approved": int(counts["approved"]),
+        "seeded_name": await conn.fetchval("SELECT user_name FROM users WHERE id = $1", row["id"]),
+        "admin_role": await conn.fetchval(
+            "SELECT id FROM roles WHERE tenant_id = $1 AND lower(name) = 'admin'", tenant
+        ),
         "tenant": tenant,
         "api_key_hash": tokens.hash_secret(env.tenant["apiKey"]),
         "idempotency_key": key or str(uuid.uuid4()),
@@ -502,7 +560,7 @@ async def explain_phase(env: Environment) -> list[dict]:
         await transaction.start()
         try:
             for label, path, marker, params_of, keep in STATEMENTS:
-                sql = sql_from(ROOT / path, marker)
+                sql = statement_sql(ROOT / path, marker)
                 params = params_of(state)
                 custom = await _explain_one(conn, sql, params, "force_custom_plan")
                 generic = await _explain_one(conn, sql, params, "force_generic_plan")

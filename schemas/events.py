@@ -44,7 +44,8 @@ class RegisterRequested(Command):
     email: str
     user_name: str
     locale: str
-    activation_url: str
+    # None for a user an administrator creates without mailing an activation link.
+    activation_url: str | None = None
     sealed_password: str
 
 

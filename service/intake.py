@@ -49,9 +49,10 @@ MAX_UNMARKED = 50_000
 RECORD_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $5::text[],
-                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $14::jsonb[])
         AS b(id, tenant_id, idempotency_key, fingerprint, email, user_name, locale,
-             challenge, routing_key, command)
+             challenge, routing_key, command, admin)
 ),
 expired AS (
     DELETE FROM captcha_solutions
@@ -65,8 +66,8 @@ solved AS (
 ),
 requests AS (
     INSERT INTO registration_requests
-           (id, tenant_id, idempotency_key, body_fingerprint, email, user_name, locale)
-    SELECT id, tenant_id, idempotency_key, fingerprint, email, user_name, locale
+           (id, tenant_id, idempotency_key, body_fingerprint, email, user_name, locale, admin)
+    SELECT id, tenant_id, idempotency_key, fingerprint, email, user_name, locale, admin
     FROM batch
     WHERE challenge IS NULL OR challenge IN (SELECT challenge FROM solved)
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
@@ -109,6 +110,7 @@ class PendingRequest:
     challenge: str | None  # a captcha solution to mark used, or None
     routing_key: str
     command_json: str  # the CloudEvent as the outbox keeps it
+    admin: dict[str, object] | None = None  # an administrator's choices (POST /users)
 
 
 @dataclass(frozen=True)
@@ -204,10 +206,10 @@ class Intake:
 
     async def _record_batch(self, batch: list[_Entry]) -> None:
         marked, self._unmarked = self._unmarked, []
-        columns = list(zip(*(_row(e.request) for e in batch), strict=True))
+        *columns, admin = zip(*(_row(e.request) for e in batch), strict=True)
         try:
             rows = await self._pool.fetch(
-                RECORD_BATCH, *columns, self._captcha_validity, self._grace, marked
+                RECORD_BATCH, *columns, self._captcha_validity, self._grace, marked, admin
             )
         except asyncio.CancelledError:
             self._unmarked[:0] = marked
@@ -262,4 +264,5 @@ def _row(request: PendingRequest) -> tuple:
         request.challenge,
         request.routing_key,
         request.command_json,
+        request.admin,
     )

@@ -24,6 +24,7 @@ class RequestRecord:
     locale: str | None = None
     shadow_user_id: uuid.UUID | None = None
     decided_at: dt.datetime | None = None
+    by_admin: bool = False  # POST /{apiKey}/users (the request carries what the admin chose)
 
 
 def _record(row: asyncpg.Record | None) -> RequestRecord | None:
@@ -40,6 +41,7 @@ def _record(row: asyncpg.Record | None) -> RequestRecord | None:
         locale=row["locale"],
         shadow_user_id=row["shadow_user_id"],
         decided_at=row["decided_at"],
+        by_admin=row["admin"] is not None,
     )
 
 

@@ -25,6 +25,7 @@ import asyncpg
 from schemas.events import CloudEvent, InviteRequested, RegisterRequested, envelope
 from schemas.http import RegisterRequest
 from schemas.ids import uuid7
+from schemas.users_admin import NewUser
 from service import captcha, commands, registrations
 from service.amqp import BrokerUnavailable, Publisher
 from service.errors import CaptchaFailed, IdempotencyKeyReused
@@ -38,18 +39,23 @@ INVITE_KEY = "invite.requested"
 
 @dataclass(frozen=True)
 class Submission:
-    """What the client sent, already validated and fingerprinted."""
+    """What the client sent, already validated and fingerprinted: a self-registration,
+    or a user an administrator creates (`admin`: what they decided beyond the form,
+    recorded with the request for the worker; no captcha)."""
 
     tenant: Tenant
-    form: RegisterRequest
+    form: RegisterRequest | NewUser
     fingerprint: bytes
     idempotency_key: str | None
     locale: str
+    admin: dict[str, object] | None = None
 
     @property
     def challenge(self) -> str | None:
         """The captcha solution this request uses up, if its tenant asks for one."""
-        return self.form.challenge_identifier if self.tenant.captcha == "pow" else None
+        if self.admin is not None or self.tenant.captcha != "pow":
+            return None
+        return self.form.challenge_identifier
 
 
 def register_command(
@@ -81,6 +87,7 @@ def _pending(submission: Submission, command: CloudEvent) -> PendingRequest:
         user_name=form.user_name,
         locale=submission.locale,
         challenge=submission.challenge,
+        admin=submission.admin,
         routing_key=ROUTING_KEY,
         command_json=command.model_dump_json(exclude_none=True),
     )

@@ -23,11 +23,13 @@ SELECT u.*,
 """
 
 
-# A user addressed in a path by userName or id (Baasic's SDKs use both), in one tenant.
+# A user addressed in a path by userName or id (Baasic's SDKs use both), in one tenant;
+# the userName wins (a userName may look like an id). `id = $3` with the id parsed here,
+# not `id::text = $2`, which no index serves (a scan of the tenant's users).
 FIND_BY_NAME_OR_ID = """
 SELECT id, tenant_id, user_name, email, locale, password_hash
   FROM users
- WHERE tenant_id = $1 AND (lower(user_name) = lower($2) OR id::text = lower($2))
+ WHERE tenant_id = $1 AND (lower(user_name) = lower($2) OR id = $3)
  ORDER BY lower(user_name) = lower($2) DESC
  LIMIT 1
 """
@@ -37,7 +39,15 @@ BY_ID = "SELECT id, tenant_id, user_name, email, locale, password_hash FROM user
 async def find_by_name_or_id(
     conn: asyncpg.Connection | asyncpg.Pool, *, tenant_id: uuid.UUID, name_or_id: str
 ) -> asyncpg.Record | None:
-    return await conn.fetchrow(FIND_BY_NAME_OR_ID, tenant_id, name_or_id)
+    return await conn.fetchrow(FIND_BY_NAME_OR_ID, tenant_id, name_or_id, as_uuid(name_or_id))
+
+
+def as_uuid(text: str) -> uuid.UUID | None:
+    """`text` as a UUID, or None when it is not one."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 async def find_by_id(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID):
@@ -56,6 +66,11 @@ def links_for(api_key: str | None, request_id: uuid.UUID | None) -> dict[str, Li
     return links
 
 
+def admin_links(api_key: str, user_id: uuid.UUID) -> dict[str, Link]:
+    """HAL links of a user as the back office shows it (GET /{apiKey}/users/{id})."""
+    return {"self": Link(href=f"/{api_key}/users/{user_id}")}
+
+
 async def fetch_user(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,
@@ -67,6 +82,11 @@ async def fetch_user(
     row = await conn.fetchrow(USER_QUERY, user_id, tenant_id)
     if row is None:
         return None
+    return user_from_row(row, roles=row["roles"], links=links_for(api_key, row["request_id"]))
+
+
+def user_from_row(row: asyncpg.Record, *, roles: list[dict], links: dict[str, Link]) -> User:
+    """The representation of a `users` row, with its roles ({id, name, description})."""
     return User(
         id=row["id"],
         user_name=row["user_name"],
@@ -77,10 +97,10 @@ async def fetch_user(
         date_updated=row["updated_at"],
         is_approved=row["is_approved"],
         is_locked_out=row["is_locked_out"],
-        roles=[Role(**r) for r in row["roles"]],
+        roles=[Role(**r) for r in roles],
         dashboard_settings=row["dashboard_settings"],
         locale=row["locale"],
-        links=links_for(api_key, row["request_id"]),
+        links=links,
     )
 
 

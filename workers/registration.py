@@ -22,6 +22,7 @@ from service.outbox import add_event, outbox_row
 from service.outcomes import announce
 from service.passwords import Hasher, hash_password
 from service.sealing import UnsealError, unseal
+from workers import admin_registration
 from workers.activation import token_row
 
 log = logging.getLogger(__name__)
@@ -87,32 +88,42 @@ async def _notify_owner_if_silent(
 
 
 # The processed-message record and the request's row lock, in one round trip. `first` is
-# NULL when this message was applied before (by a transaction that committed).
+# NULL when this message was applied before (by a transaction that committed). `admin`:
+# what an administrator decided, for a user created in the back office (else NULL).
 FIRST_AND_LOCK = """
 WITH first AS (
     INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
     ON CONFLICT DO NOTHING RETURNING true AS first
 )
 SELECT (SELECT first FROM first) AS first,
-       (SELECT status FROM registration_requests WHERE id = $3 FOR UPDATE) AS status
+       (SELECT status FROM registration_requests WHERE id = $3 FOR UPDATE) AS status,
+       (SELECT admin FROM registration_requests WHERE id = $3) AS admin
 """
 
-# The user and its default role. No row when the email or userName is taken (any unique
-# index of users: ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
-# commit or roll back, as the unique violation it replaces did); then TAKEN says which.
+# The user and its roles (by lower-case name: `user` for a self-registration, what the
+# administrator chose for a user created in the back office). No row when the email or
+# userName is taken (any unique index of users: ON CONFLICT DO NOTHING waits for a
+# concurrent insert of the same key to commit or roll back, as the unique violation it
+# replaces did); then TAKEN says which.
 INSERT_USER = """
 WITH u AS (
-    INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source)
-    VALUES ($1, $2, $3, $4, $5, $6, 'self')
+    INSERT INTO users (id, tenant_id, user_name, email, password_hash, locale, source, name,
+                       is_approved)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT DO NOTHING
     RETURNING id, created_at
 ), r AS (
     INSERT INTO user_roles (user_id, role_id)
-    SELECT u.id, roles.id FROM u, roles WHERE roles.tenant_id = $2 AND lower(roles.name) = 'user'
+    SELECT u.id, roles.id FROM u, roles
+     WHERE roles.tenant_id = $2 AND lower(roles.name) = ANY($10::text[])
     RETURNING role_id
 )
-SELECT u.id, u.created_at, EXISTS (SELECT FROM r) AS has_role FROM u
+SELECT u.id, u.created_at,
+       ARRAY(SELECT ro.name FROM r JOIN roles ro ON ro.id = r.role_id ORDER BY ro.name) AS roles
+  FROM u
 """
+# What a self-registration is, in the terms of a user created in the back office.
+SELF = {"source": "self", "name": "", "isApproved": False, "roles": ["user"]}
 
 TAKEN = """
 SELECT EXISTS (SELECT FROM users WHERE tenant_id = $1 AND lower(email) = lower($2)) AS email,
@@ -183,6 +194,8 @@ async def register_user(
         if password_hash is None:
             await _reject(conn, data, "invalid_request")
             return
+        admin = locked["admin"]
+        chosen = SELF if admin is None else admin | {"source": "admin"}
         user = await conn.fetchrow(
             INSERT_USER,
             uuid7(),
@@ -191,13 +204,23 @@ async def register_user(
             data.email,
             password_hash,
             data.locale,
+            chosen["source"],
+            chosen["name"],
+            chosen["isApproved"],
+            chosen["roles"],
         )
         if user is None:
             reason = await _taken(conn, data)
             await _reject(conn, data, reason)
-            await _notify_owner_if_silent(conn, data, reason)
+            if admin is None:  # an administrator is told, with a 409
+                await _notify_owner_if_silent(conn, data, reason)
             return
-        await conn.execute(DECIDE, *_decision(data, user, token_key=token_key, ttl=token_ttl))
+        if admin is None:
+            await conn.execute(DECIDE, *_decision(data, user, token_key=token_key, ttl=token_ttl))
+        else:
+            await admin_registration.decide(
+                conn, data, admin, user, token_key=token_key, token_ttl=token_ttl
+            )
     log.info(
         "user registered", extra={"request_id": str(data.request_id), "user_id": str(user["id"])}
     )
@@ -216,7 +239,7 @@ def _decision(
         name="",
         locale=data.locale,
         is_approved=False,
-        roles=["User"] if user["has_role"] else [],
+        roles=list(user["roles"]),
         source="self",
         registered_at=user["created_at"],
         request_id=data.request_id,

@@ -20,6 +20,8 @@ from service.gateway import (
     login,
     openapi,
     register,
+    roles_admin,
+    users_admin,
     webhooks,
 )
 from service.gateway.keys import (
@@ -191,6 +193,8 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> web.
     # `users/me` before `users/{userName}/...`: the literal wins for its own path.
     baasic.add("DELETE", "/{apiKey}/users/me", account.delete_me)
     baasic.add("PUT", "/{apiKey}/users/{userName}/change-password", account.change_password)
+    for method, path, handler in (*users_admin.ROUTES, *roles_admin.ROUTES):  # back office
+        baasic.add(method, path, handler)
     app.router.add_post("/api/v1/organization/users/register", invite.invite_register)
     app.router.add_post("/api/v1/organization/users/invite", invite.invite_with_data)
     app.router.add_get("/api/v1/organization/users", blynk_users.list_users)

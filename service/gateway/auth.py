@@ -50,14 +50,35 @@ async def tenant_from_path(request: web.Request) -> Tenant:
     return tenant
 
 
-async def bearer_token(request: web.Request, *, scope: str) -> AccessToken:
-    """The caller's bearer token: 401 when missing, unknown or revoked; 403 without `scope`."""
+async def bearer_token(request: web.Request, *, scope: str | None) -> AccessToken:
+    """The caller's bearer token: 401 when missing, unknown or revoked; 403 without `scope`
+    (None: any scope will do, the caller checks)."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise Unauthorized("a bearer token is required", headers=BEARER_CHALLENGE)
     token = await request.app[TENANTS].access_token(credentials.strip())
     if token is None:
         raise Unauthorized("unknown or revoked token", headers=BEARER_CHALLENGE)
+    if scope is not None:
+        _require_scope(token, scope)
+    return token
+
+
+def _require_scope(token: AccessToken, scope: str) -> None:
     if scope not in token.scopes:
         raise Forbidden(f"the token lacks the {scope} scope")
-    return token
+
+
+async def tenant_token(request: web.Request, *, scope: str) -> Tenant:
+    """The tenant of the `{apiKey}` path segment, for a caller holding a bearer token of
+    that same tenant with `scope` (the back office, SPEC §11): 401 for an unknown API
+    key, a missing, unknown or revoked token, or a token of another tenant; 403 without
+    the scope. Rate limits as for every Baasic-shaped route."""
+    enforce_rate_limit(request)
+    tenant = await tenant_from_path(request)
+    enforce_tenant_rate_limit(request, tenant.id)
+    token = await bearer_token(request, scope=None)
+    if token.tenant.id != tenant.id:
+        raise Unauthorized("the token belongs to another tenant", headers=BEARER_CHALLENGE)
+    _require_scope(token, scope)
+    return tenant

@@ -38,6 +38,15 @@ from schemas.http import (
     TokenBody,
     User,
 )
+from schemas.users_admin import (
+    NewRole,
+    NewUser,
+    RoleDetail,
+    RolePage,
+    RoleUpdate,
+    UserPage,
+    UserUpdate,
+)
 from schemas.webhooks import (
     WebhookCreate,
     WebhookCreated,
@@ -46,6 +55,7 @@ from schemas.webhooks import (
     WebhookReplayed,
 )
 from service.gateway.keys import SETTINGS
+from service.gateway.users_admin import READ, WRITE
 
 INPUTS = (
     RegisterRequest,
@@ -61,6 +71,10 @@ INPUTS = (
     DeleteAccountRequest,
     CreateUser,
     WebhookCreate,
+    NewUser,
+    UserUpdate,
+    NewRole,
+    RoleUpdate,
 )
 OUTPUTS = (
     User,
@@ -75,6 +89,9 @@ OUTPUTS = (
     WebhookCreated,
     WebhookList,
     WebhookReplayed,
+    UserPage,
+    RoleDetail,
+    RolePage,
 )
 API_KEY = {"name": "apiKey", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -392,6 +409,137 @@ def webhook_paths() -> dict[str, Any]:
     }
 
 
+def _query_about(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": {"type": kind}, "description": description}
+
+
+PAGING = (
+    _query_about("searchQuery", "string", "a phrase, matched case-insensitively"),
+    _query_about("page", "integer", "from 1 (default 1)"),
+    _query_about("rpp", "integer", "records per page, 1-100 (default 10)"),
+    _query_about("sort", "string", "field|asc or field|desc"),
+)
+TENANT_TOKEN = {
+    "401": _problem("Unknown API key; missing, unknown or revoked token, or another tenant's"),
+    "403": _problem("The token lacks the scope"),
+    "429": COMMON["429"],
+}
+
+
+DONE = {"204": {"description": "Done"}}
+WRITES = {**TENANT_TOKEN, "400": COMMON["400"], "413": COMMON["413"], "415": COMMON["415"]}
+
+
+def _collection(
+    what: str,
+    sorts: str,
+    page: type[BaseModel],
+    new: type[BaseModel],
+    created: dict,
+    *,
+    filters: tuple = (),
+    summary: str | None = None,
+) -> dict[str, Any]:
+    """GET a page of `what` (sorted by `sorts`); POST a new one (`created`: its answers)."""
+    return {
+        "get": _op(
+            f"A page of {what}s (sorted by {sorts})",
+            {"200": {"description": "The page", "content": _json(page)},
+             "400": _problem("Bad paging query"), **TENANT_TOKEN},
+            params=(API_KEY, *PAGING, *filters),
+            bearer=READ,
+        ),
+        "post": _op(
+            summary or f"Create a {what}", {**created, **WRITES}, body=new,
+            params=(API_KEY,), bearer=WRITE,
+        ),
+    }  # fmt: skip
+
+
+def _item(
+    params: tuple,
+    missing: dict,
+    shown: tuple[str, type[BaseModel]],
+    changed: tuple[str, type[BaseModel], str],
+    deleted: tuple[str, str | None],
+) -> dict[str, Any]:
+    """GET one (200 `shown`), PUT what changes (204; 409 when it collides), DELETE (204;
+    409 when it must stay)."""
+    kept = {"409": _problem(deleted[1])} if deleted[1] else {}
+    return {
+        "get": _op(
+            shown[0],
+            {"200": {"description": "Found", "content": _json(shown[1])}, "404": missing,
+             **TENANT_TOKEN},
+            params=params,
+            bearer=READ,
+        ),
+        "put": _op(
+            changed[0],
+            {**DONE, "404": missing, "409": _problem(changed[2]), **WRITES},
+            body=changed[1],
+            params=params,
+            bearer=WRITE,
+        ),
+        "delete": _op(
+            deleted[0], {**DONE, "404": missing, **kept, **TENANT_TOKEN}, params=params,
+            bearer=WRITE,
+        ),
+    }  # fmt: skip
+
+
+def back_office_paths() -> dict[str, Any]:
+    """The Baasic-shaped users administration and roles lookup (SPEC §11)."""
+    user = (API_KEY, _path_param("user"))
+    missing_user = _problem("No such user")
+
+    def action(summary: str) -> dict[str, Any]:
+        answers = {**DONE, "404": missing_user, **TENANT_TOKEN}
+        return {"put": _op(summary, answers, params=user, bearer=WRITE)}
+
+    return {
+        "/{apiKey}/users": _collection(
+            "user", "userName, email, dateCreated or dateUpdated", UserPage, NewUser,
+            {"201": {"description": "Created", "content": _json(User)}, "202": PENDING,
+             "409": _problem("Email or userName taken"),
+             "422": _problem("Idempotency-Key reused with another body"),
+             "503": COMMON["503"]},
+            filters=(_query_about("isApproved", "boolean", "only approved (true) or not (false)"),
+                     _query_about("isLocked", "boolean", "only locked (true) or not (false)")),
+            summary="Create a user (through the registration worker; source admin)",
+        ),
+        "/{apiKey}/users/{user}": _item(
+            user, missing_user, ("A user, by userName or id", User),
+            ("Change userName, email, name or roles (user.updated)", UserUpdate,
+             "Email or userName taken"),
+            ("Delete a user (user.deleted)", None),
+        ),
+        "/{apiKey}/users/{user}/exists": {
+            "get": _op(
+                "Whether such a user exists",
+                {"204": {"description": "It does"}, "404": missing_user, **TENANT_TOKEN},
+                params=user,
+                bearer=READ,
+            )
+        },
+        "/{apiKey}/users/{user}/approve": action("Approve (user.activated)"),
+        "/{apiKey}/users/{user}/disapprove": action("Disapprove (user.updated; sessions end)"),
+        "/{apiKey}/users/{user}/lock": action("Lock (user.locked; sessions end)"),
+        "/{apiKey}/users/{user}/unlock": action("Unlock, also a lock-out (user.unlocked)"),
+        "/{apiKey}/lookups/roles": _collection(
+            "role", "name, description, dateCreated or dateUpdated", RolePage, NewRole,
+            {"201": {"description": "Created", "content": _json(RoleDetail)},
+             "409": _problem("Name taken")},
+        ),
+        "/{apiKey}/lookups/roles/{id}": _item(
+            (API_KEY, _path_param("id")), _problem("No such role"), ("A role", RoleDetail),
+            ("Rename or describe a role (Admin, Staff and User keep their names)", RoleUpdate,
+             "Name taken, or a predefined role renamed"),
+            ("Delete a role nobody holds", "Users hold it, or it is Admin, Staff or User"),
+        ),
+    }  # fmt: skip
+
+
 def paths() -> dict[str, Any]:
     register_params = (
         API_KEY,
@@ -549,6 +697,7 @@ def paths() -> dict[str, Any]:
         **account_paths(),
         **org_user_paths(),
         **webhook_paths(),
+        **back_office_paths(),
     }
 
 

@@ -46,22 +46,30 @@ def pending_response(request: web.Request, request_id: uuid.UUID, **headers: str
 
 
 async def outcome_response(
-    request: web.Request, tenant: Tenant, record: RequestRecord
+    request: web.Request, tenant: Tenant, record: RequestRecord, *, status: int = 200
 ) -> web.Response | None:
-    """200 with the user, 409 for a conflict, or None while still pending."""
+    """`status` with the user, 409 for a conflict, or None while still pending. A user an
+    administrator created (POST /{apiKey}/users) comes with its back-office links, and a
+    conflict is always a 409 (--duplicates silent hides addresses from strangers, not
+    from the tenant's administrators)."""
+    api_key = request.match_info["apiKey"]
     if record.status == "registered" and record.user_id is not None:
         user = await users.fetch_user(
-            request.app[POOL],
-            user_id=record.user_id,
-            tenant_id=tenant.id,
-            api_key=request.match_info["apiKey"],
+            request.app[POOL], user_id=record.user_id, tenant_id=tenant.id, api_key=api_key
         )
+        if user is not None and record.by_admin:
+            links = users.admin_links(api_key, user.id)
+            response = model_response(user.model_copy(update={"links": links}), status=status)
+            if status == 201:
+                response.headers["Location"] = links["self"].href
+            return response
         if user is not None:
-            return model_response(user)
+            return model_response(user, status=status)
     if record.status == "registered":
         raise NotFound("the user registered by this request no longer exists")
     if record.status == "rejected":
-        if tenant.duplicates == "silent" and record.reason in REJECTION_ERRORS:
+        silent = tenant.duplicates == "silent" and not record.by_admin
+        if silent and record.reason in REJECTION_ERRORS:
             return await stand_in_response(request, tenant, record)
         error = REJECTION_ERRORS.get(record.reason or "", ValidationFailed)
         raise error(f"registration rejected: {record.reason}", requestId=str(record.id))
@@ -96,13 +104,15 @@ async def stand_in_response(
 
 
 async def await_outcome(
-    request: web.Request, tenant: Tenant, request_id: uuid.UUID, *, timeout: float
+    request: web.Request, tenant: Tenant, request_id: uuid.UUID, *, timeout: float, status=200
 ) -> web.Response | None:
     async def check() -> web.Response | None:
         record = await registrations.get_request(
             request.app[POOL], tenant_id=tenant.id, request_id=request_id
         )
-        return None if record is None else await outcome_response(request, tenant, record)
+        if record is None:
+            return None
+        return await outcome_response(request, tenant, record, status=status)
 
     return await request.app[WAITER].wait_for(str(request_id), check, timeout=timeout)
 
@@ -127,8 +137,6 @@ async def register(request: web.Request) -> web.Response:
         )
     if tenant.captcha == "pow" and not form.challenge_response:
         raise CaptchaFailed("challengeResponse is required")
-    preference = parse_prefer(request.headers.getall("Prefer", []))
-    settings = request.app[SETTINGS]
     submission = Submission(
         tenant=tenant,
         form=form,
@@ -136,6 +144,16 @@ async def register(request: web.Request) -> web.Response:
         idempotency_key=request.headers.get("Idempotency-Key"),
         locale=locale_of(request, tenant),
     )
+    return await submit_and_answer(request, submission)
+
+
+async def submit_and_answer(
+    request: web.Request, submission: Submission, *, status: int = 200
+) -> web.Response:
+    """Record and publish a registration, then answer as `Prefer` asks (SPEC §3): 202 at
+    once, or the outcome (`status` with the user, 409) once known, else 202."""
+    preference = parse_prefer(request.headers.getall("Prefer", []))
+    settings = request.app[SETTINGS]
     request_id = await submit_registration(
         request.app[POOL],
         request.app[INTAKE],
@@ -146,7 +164,9 @@ async def register(request: web.Request) -> web.Response:
     if preference.respond_async:
         return pending_response(request, request_id, **{"Preference-Applied": "respond-async"})
     wait = preference.wait if preference.wait is not None else settings.register_wait_s
-    response = await await_outcome(request, tenant, request_id, timeout=wait)
+    response = await await_outcome(
+        request, submission.tenant, request_id, timeout=wait, status=status
+    )
     return response or pending_response(request, request_id)
 
 

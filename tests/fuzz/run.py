@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         tenant = system.registrar(
             "tenant", "create", "Fuzz", "--activation-url-prefix", "https://app.example.com/"
         )
-        scopes = ("users:invite", "users:read", "users:write")
+        # Every scope a bearer route asks for, so that the fuzzer gets past the 403s.
+        scopes = ("users:invite", "users:read", "users:write", "webhooks:manage")
         token = system.registrar(
             "token", "create", "--tenant", tenant["id"], *(f"--scope={s}" for s in scopes)
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 import pytest
@@ -19,9 +21,11 @@ from service.sealing import derive_secret, seal
 from service.settings import Settings
 from service.tenants import Tenant, create_tenant
 from tests.integration.scripted_smtp import ScriptedMailbox
+from workers import registration
 from workers.smtp import SmtpConfig, SmtpSender
 
 ACTIVATION_URL = "https://app.example/activate/{activationToken}"
+TOKEN_TTL = dt.timedelta(hours=48)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +71,19 @@ async def publisher(settings: Settings, amqp_connection: AbstractConnection) -> 
         amqp.Names(settings.amqp_prefix),
         max_length=settings.queue_max_length,
         timeout=settings.confirm_timeout_s,
+    )
+
+
+@pytest.fixture
+def register(pool: asyncpg.Pool, hasher: PasswordHasher, private_key: str, token_key: bytes):
+    """register_user wired the way cli/workers.py wires it."""
+    return partial(
+        registration.register_user,
+        pool=pool,
+        hasher=hasher,
+        private_key=private_key,
+        token_key=token_key,
+        token_ttl=TOKEN_TTL,
     )
 
 

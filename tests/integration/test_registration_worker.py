@@ -21,27 +21,12 @@ from schemas.events import (
 from service import tokens
 from service.sealing import generate_key_pair, seal
 from service.tenants import Tenant
-from tests.integration.conftest import MakeTenant
+from tests.integration.conftest import TOKEN_TTL, MakeTenant
 from workers import activation, registration
-
-TOKEN_TTL = dt.timedelta(hours=48)
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def register(pool: asyncpg.Pool, hasher: PasswordHasher, private_key: str, token_key: bytes):
-    """register_user wired the way cli/workers.py wires it."""
-    return partial(
-        registration.register_user,
-        pool=pool,
-        hasher=hasher,
-        private_key=private_key,
-        token_key=token_key,
-        token_ttl=TOKEN_TTL,
-    )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from _scale import (  # noqa: E402
     problems,
     seed_rows,
     sql_from,
+    statement_sql,
     summarize,
 )
 
@@ -133,7 +134,7 @@ def test_every_statement_of_the_benchmark_is_found_in_the_service() -> None:
     sys.path.insert(0, str(ROOT))
     scale = pytest.importorskip("scale")
     for label, path, marker, *_ in scale.STATEMENTS:
-        assert sql_from(ROOT / path, marker), label
+        assert statement_sql(ROOT / path, marker), label
 
 
 def test_literals() -> None:
