@@ -12,16 +12,23 @@ import asyncpg
 
 from schemas.blynk import CreateUser
 from schemas.events import InviteRequested
+from schemas.http import USER_NAME
 from schemas.ids import uuid7
+from schemas.users_admin import NewUser
 from service import org_users
 from service.amqp import Publisher
-from service.errors import ApiError
-from service.submissions import submit_invitation
+from service.intake import Intake
+from service.submissions import Submission, submit_invitation, submit_registration
 from service.tenants import Tenant
 
 
-class PasswordCreateUnavailable(ApiError):
-    status, slug, title = 501, "not-implemented", "Not implemented"
+def user_name_for(email: str) -> str:
+    """Blynk has no userName: the address is the userName where it fits the userName rule
+    (3-64 of letters, digits, ._-@), else a random one the user never needs (they sign in
+    with the address)."""
+    if USER_NAME.fullmatch(email):
+        return email
+    return f"user-{uuid7().hex[-12:]}"
 
 
 async def create_user(
@@ -30,6 +37,8 @@ async def create_user(
     tenant: Tenant,
     form: CreateUser,
     *,
+    intake: Intake,
+    public_key: str,
     idempotency_key: str | None,
     fingerprint: bytes,
     grace_s: float,
@@ -39,14 +48,33 @@ async def create_user(
     if await org_users.is_member(pool, tenant_id=tenant.id, email=form.email):
         return
     if form.password is not None:
-        # SEAM(admin-create): a user with a password is created by the worker pipeline
-        # that creates users for administrators (the password sealed in transit, hashed
-        # by the worker, source `admin`, approved, role `User`), which the Baasic-shaped
-        # POST /{apiKey}/users brings. Until it is wired here, say so plainly.
-        raise PasswordCreateUnavailable(
-            "creating a user with a password is not available yet; "
-            "leave out password to email the user a link to set one"
+        # The back office's path (POST /{apiKey}/users): the password sealed to the
+        # registration worker, which hashes it and creates the user (source admin,
+        # approved, role User) from what this request recorded, not from the command.
+        await submit_registration(
+            pool,
+            intake,
+            publisher,
+            Submission(
+                tenant=tenant,
+                form=NewUser.model_validate(
+                    {
+                        "userName": user_name_for(form.email),
+                        "email": form.email,
+                        "password": form.password,
+                        "confirmPassword": form.password,
+                        "name": form.name,
+                        "isApproved": True,
+                    }
+                ),
+                fingerprint=fingerprint,
+                idempotency_key=idempotency_key,
+                locale=form.locale or tenant.default_locale,
+                admin={"name": form.name, "roles": ["user"], "isApproved": True, "notify": False},
+            ),
+            public_key=public_key,
         )
+        return
     invitation = InviteRequested(
         request_id=uuid7(),
         tenant_id=tenant.id,

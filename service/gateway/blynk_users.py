@@ -17,7 +17,7 @@ from service import org_user_create, org_users
 from service.gateway.auth import bearer_token, enforce_rate_limit, enforce_tenant_rate_limit
 from service.gateway.body import read_json_object, validate
 from service.gateway.idempotency import fingerprint
-from service.gateway.keys import POOL, PUBLISHER, SETTINGS
+from service.gateway.keys import INTAKE, POOL, PUBLISHER, SETTINGS
 from service.tenants import Tenant
 
 READ, WRITE = "users:read", "users:write"
@@ -87,6 +87,8 @@ async def create_user(request: web.Request) -> web.Response:
         request.app[PUBLISHER],
         tenant,
         form,
+        intake=request.app[INTAKE],
+        public_key=request.app[SETTINGS].seal_public_key or "",
         idempotency_key=request.headers.get("Idempotency-Key"),
         fingerprint=fingerprint(tenant, body),
         grace_s=request.app[SETTINGS].command_grace_s,

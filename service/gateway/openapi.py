@@ -321,7 +321,6 @@ def org_user_paths() -> dict[str, Any]:
                         "204": {"description": "Created, invited, or there already"},
                         **writes,
                         "422": _problem("Idempotency-Key reused with another body"),
-                        "501": _problem("With a password: not available yet"),
                         **refused,
                         **COMMON,
                     }

@@ -194,19 +194,31 @@ async def test_create_for_an_existing_member_is_204_and_mails_nothing(
     assert mailbox.received(lambda m: m["To"].lower() == email.lower()) == []
 
 
-async def test_create_with_a_password_is_refused_plainly_and_the_password_goes_nowhere(
-    service, org, http, e2e_pool
+async def test_create_with_a_password_makes_an_active_user_who_signs_in_with_it(
+    service, org, http, e2e_pool, events_queue
 ):
-    # SEAM(admin-create): until the admin-create worker pipeline is wired, a password is
-    # refused with 501 rather than dropped or stored by another path.
+    """With a password the user is created by the registration worker (sealed in
+    transit, hashed there; source admin, approved, role User) and signs in with it at
+    once; the password goes nowhere else."""
     email, password = new_email(), "a-Secret-not-for-logs-91"
-    status, body, _ = await create(http, service, org, email=email, name="Pat", password=password)
-    assert status == 501
-    assert_blynk_error(body, 501)
-    assert not await e2e_pool.fetchval(
-        "SELECT true FROM users WHERE lower(email) = lower($1)", email
+    status, _, _ = await create(http, service, org, email=email, name="Pat", password=password)
+    assert status == 204
+    registered = json.loads((await next_event(events_queue, "user.registered")).body)["data"]
+    assert registered["email"] == email and registered["source"] == "admin"
+    assert registered["isApproved"] is True and registered["roles"] == ["User"]
+    async with http.post(
+        f"{service.base_url}/{org['apiKey']}/login",
+        data={"grant_type": "password", "username": email, "password": password},
+    ) as r:
+        assert r.status == 201, await r.text()
+    row = await e2e_pool.fetchrow(
+        "SELECT password_hash, name FROM users WHERE lower(email) = lower($1)", email
     )
+    assert row["name"] == "Pat" and row["password_hash"].startswith("$argon2id$")
     assert password not in service.log_text()
+    # Created again: 204, nothing changes.
+    status, _, _ = await create(http, service, org, email=email, name="Pat", password="other-1234")
+    assert status == 204
 
 
 @pytest.mark.parametrize(
