@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services sdk test run lint fmt bench bench-login bench-parts bench-scale clean messages asyncapi faults fuzz
+.PHONY: help venv services sdk test run lint fmt bench bench-login bench-parts bench-scale clean messages asyncapi docs faults fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -80,6 +80,9 @@ messages: venv ## re-extract translatable messages into service/locales/messages
 
 asyncapi: venv ## regenerate schemas/asyncapi.json from the event models
 	$(BIN)/python -m schemas.asyncapi > schemas/asyncapi.json
+
+docs: venv ## regenerate docs/http-api.md and docs/events.md from /openapi.json and the AsyncAPI document
+	$(BIN)/python -m scripts.gen_docs
 
 faults: venv services ## fault scenarios on real processes, audited (FAULTS_ARGS='worker_kill ...'); restarts local PostgreSQL + RabbitMQ
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
