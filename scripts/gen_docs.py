@@ -376,7 +376,7 @@ def render_events(document: dict[str, Any] | None = None) -> str:
     if nested:
         lines += ["## Nested types", ""]
         for name in nested:
-            lines += [f"### {name}", ""] + fields_table(schemas[name], link=False) + [""]
+            lines += [f"### {name}", "", *fields_table(schemas[name], link=False), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
