@@ -62,16 +62,17 @@ EVENT_MEANING: dict[str, str] = {
     "user.registered": "A user was created: by self-registration, an accepted invitation "
     "or the back office (`source`).",
     "user.activated": "A user was activated (the activation link, or approved by the back office).",
-    "user.updated": "The back office changed a user (`changed` lists the fields), or "
-    "disapproved one (`isApproved`).",
+    "user.updated": "The back office changed a user, or disapproved one; `changed` lists "
+    "the fields that did: `userName`, `email`, `name`, `roles`, `isApproved`.",
     "user.locked": "A user was locked: after too many failed sign-ins (`failed_logins`, "
     "until `lockedUntil`) or by an administrator (`admin`).",
     "user.unlocked": "An administrator unlocked a user (also ends a lock-out).",
     "user.deleted": "A user was erased, by themselves (`self`) or the back office (`admin`).",
     "user.password_changed": "A password was reset through recovery, changed by its owner "
     "or set by the back office (`via`); every session of the user ended.",
-    "registration.rejected": "A registration request was refused by the worker (the address "
-    "or userName was taken, or the request was invalid).",
+    "registration.rejected": "The worker refused a registration request (`reason`): the "
+    "address or userName was taken, the captcha solution had been used, or the request "
+    "was invalid.",
     "invitation.sent": "An organization invitation was stored and its email requested.",
     "invitation.accepted": "An invitee accepted and became a user (a `user.registered` "
     "with `source: invitation` follows).",
