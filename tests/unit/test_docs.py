@@ -34,7 +34,8 @@ VARIABLE = re.compile(r"REGISTRAR_[A-Z0-9_]+")
 # ------------------------------------------------------------------ generated pages
 
 
-@pytest.mark.parametrize("path", sorted(gen_docs.outputs()), ids=lambda p: p.name)
+# Named here, not computed at collection: a generator error fails these tests, not the run.
+@pytest.mark.parametrize("path", [gen_docs.HTTP_API, gen_docs.EVENTS], ids=lambda p: p.name)
 def test_the_generated_pages_are_up_to_date(path):
     assert path.read_text() == gen_docs.outputs()[path], (
         f"{path.relative_to(ROOT)} is stale: run `make docs` (python -m scripts.gen_docs)"
