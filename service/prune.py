@@ -188,7 +188,8 @@ STEPS: tuple[Step, ...] = (
         "published",
         "outbox",
         "published_at",
-        where="t.parked_at IS NULL",
+        # (IS NOT NULL: what lets the planner use the partial index outbox_published)
+        where="t.published_at IS NOT NULL AND t.parked_at IS NULL",
         keep="EXISTS (SELECT FROM webhook_deliveries d WHERE d.outbox_id = t.id)",
         max_key=MAX_BIGINT,
     ),
@@ -239,7 +240,8 @@ async def prune(
     on_step: Callable[[StepResult], None] | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> list[StepResult]:
-    """Run every step (in a dry run, count instead of deleting); `on_step` hears each
+    """Run every step (in a dry run, count instead of deleting: outbox rows that deleting
+    their webhook deliveries would free are not counted); `on_step` hears each
     result as it is known. `stopping()` true ends a step after its current batch and skips
     the rest (a worker shutting down)."""
     results = []
