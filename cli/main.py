@@ -7,7 +7,7 @@ import uuid
 
 from babel import Locale, UnknownLocaleError
 
-from cli import admin, serve, webhooks
+from cli import admin, prune, serve, webhooks
 from cli.workers import WORKERS
 from service import links, logs, origins
 from service.settings import Settings
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=admin.cmd_dlq_replay)
 
     webhooks.add_parser(sub, _uuid)
+    prune.add_parser(sub)
 
     keys = sub.add_parser("keys", help="sealing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("generate", help="print a new key pair").set_defaults(

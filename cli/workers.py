@@ -11,7 +11,7 @@ from functools import partial
 
 import asyncpg
 
-from service import amqp, metrics, startup
+from service import amqp, metrics, prune, startup
 from service import webhooks as webhook_endpoints
 from service.listen import Listener
 from service.passwords import HashPool, password_hasher
@@ -242,7 +242,8 @@ def start_relay(
     publisher: amqp.Publisher,
     stop: asyncio.Event,
 ) -> None:
-    """The outbox relay and the LISTEN connection that wakes it, both supervised."""
+    """The outbox relay and the LISTEN connection that wakes it, and the periodic prune
+    (service.prune), all supervised."""
     wake = asyncio.Event()
     start_listener(settings, supervisor, "outbox-listener", outbox.CHANNEL, wake)
     supervisor.start(
@@ -254,6 +255,17 @@ def start_relay(
             wake=wake,
             stop=stop,
             max_attempts=settings.outbox_max_attempts,
+        ),
+    )
+    supervisor.start(
+        "outbox-prune",
+        partial(
+            outbox.prune_periodically,
+            pool,
+            prune.Retention.from_settings(settings),
+            stop=stop,
+            interval_s=settings.prune_interval_s,
+            batch=settings.prune_batch,
         ),
     )
 

@@ -78,6 +78,28 @@ OUTBOX_PARKED = Counter(
     "Outbox rows given up on after repeated failures",
     ["routing_key"],
 )
+PRUNED_ROWS = Counter(
+    "registrar_pruned_rows_total",
+    "Rows deleted by pruning (registrar prune, the outbox worker), by table",
+    ["table"],
+)
+PRUNE_LAST_RUN = Gauge(
+    "registrar_prune_last_run_timestamp_seconds",
+    "When this process last finished a periodic prune (the outbox worker)",
+)
+# Set by the outbox worker after each prune: a table that keeps growing although pruning
+# runs holds something retention does not cover (parked rows, say: docs/pruning.md).
+TABLE_ROWS = Gauge(
+    "registrar_table_rows",
+    "Rows in a table, PostgreSQL's estimate (pg_class.reltuples, as of the last (auto)vacuum "
+    "or analyze)",
+    ["table"],
+)
+TABLE_BYTES = Gauge(
+    "registrar_table_bytes",
+    "Bytes on disk of a table with its indexes and TOAST (pg_total_relation_size)",
+    ["table"],
+)
 TASK_RESTARTS = Counter(
     "registrar_task_restarts_total", "Supervised tasks restarted after a transient error", ["task"]
 )

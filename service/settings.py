@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.ratelimit import IPNetwork, parse_networks
@@ -109,6 +109,31 @@ class Settings(BaseSettings):
     webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)  # per endpoint, in all
     webhook_max_per_tenant: int = Field(default=50, ge=1)
 
+    # Pruning (docs/pruning.md): `registrar prune`, and the outbox worker every
+    # `prune_interval_s`, delete rows past their retention, `prune_batch` rows per short
+    # transaction. Records that make a repeat harmless must outlive every way a repeat can
+    # come: a message's retry ladder (retry_delays_s, ~13 min), the relay's grace and
+    # backoff (minutes), a client retrying a POST with its Idempotency-Key or polling its
+    # request's status (hours to days), an operator replaying a dead-letter queue after a
+    # long weekend (days). Hence days, not minutes; and a floor of an hour each.
+    # Published outbox rows (nothing reads them once out; kept for looking back) and
+    # delivered webhook deliveries (webhook retries end after webhook_retry_for_s, 24 h).
+    retention_outbox_s: float = Field(default=2 * 86_400.0, ge=3_600)
+    # The message ids each worker applied (its deduplication).
+    retention_processed_s: float = Field(default=7 * 86_400.0, ge=3_600)
+    # Decided registration requests (Idempotency-Key replays, the status resource),
+    # invitation Idempotency-Keys, unclaimed account-change authorizations, sent emails.
+    retention_requests_s: float = Field(default=7 * 86_400.0, ge=3_600)
+    # Tokens, invitations and login sessions, counted from their expiry (until then a used
+    # token answers 409 "already used", afterwards 404 like any unknown one).
+    retention_tokens_s: float = Field(default=7 * 86_400.0, ge=0)
+    # What an operator may still act on: parked webhook deliveries (`webhook replay`),
+    # failed emails and undecided registration requests (`dlq replay`). Parked outbox rows
+    # are never pruned.
+    retention_parked_s: float = Field(default=30 * 86_400.0, ge=86_400)
+    prune_interval_s: float = Field(default=3_600.0, gt=0)
+    prune_batch: int = Field(default=1_000, ge=1, le=100_000)
+
     mail_from: str = "registrar <no-reply@registrar.local>"
     worker_prefetch: int = Field(default=16, ge=1)
     # Pauses before each retry of a failed message (then it is dead-lettered).
@@ -125,6 +150,18 @@ class Settings(BaseSettings):
         if isinstance(value, str | list | tuple):
             return parse_networks(value)
         return value
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_retries(self) -> Settings:
+        """A message may come back until its last retry (and the relay's copy after the
+        grace period): its processed record must still be there then."""
+        ladder = sum(self.retry_delays_s) + self.command_grace_s
+        if self.retention_processed_s < 2 * ladder:
+            raise ValueError(
+                f"REGISTRAR_RETENTION_PROCESSED_S must be at least twice the retry ladder "
+                f"(retry_delays_s + command_grace_s = {ladder:g} s)"
+            )
+        return self
 
     # `registrar run` only: where keys and the development mailbox live.
     var_dir: str = "var"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 
 import asyncpg
@@ -29,8 +30,9 @@ from aiormq.exceptions import PublishError
 from pydantic import ValidationError
 
 from schemas.events import CloudEvent
-from service import metrics
+from service import metrics, prune
 from service.amqp import Publisher
+from service.supervisor import sleep_unless
 
 log = logging.getLogger(__name__)
 CHANNEL = "registrar_outbox"  # NOTIFYed on insert (migration 0001); service.listen hears it
@@ -222,3 +224,22 @@ async def wait_for_either(first: asyncio.Event, second: asyncio.Event, *, timeou
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def prune_periodically(
+    pool: asyncpg.Pool,
+    retention: prune.Retention,
+    *,
+    stop: asyncio.Event,
+    interval_s: float,
+    batch: int,
+) -> None:
+    """Prune (service.prune) now and then every `interval_s` until `stop`; a supervised
+    task of the outbox worker (`outbox-prune` in /readyz). Each run also refreshes the
+    table-size gauges. Several outbox workers may prune at once: their batches skip each
+    other's rows. The pause is jittered (±20 %) so that workers started together drift
+    apart. A database error propagates: the supervisor restarts the task after a backoff.
+    """
+    while not stop.is_set():
+        await prune.prune_cycle(pool, retention, batch=batch, stopping=stop.is_set)
+        await sleep_unless(stop, interval_s * random.uniform(0.8, 1.2))  # noqa: S311
