@@ -44,7 +44,7 @@ NAMES = Names(DEFAULTS["amqp_prefix"])
 WORKER_USER, GATEWAY_USER = "registrar-worker", "registrar-gateway"
 
 
-async def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
+async def rabbitmqctl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     done = await asyncio.to_thread(
         subprocess.run,
         ["rabbitmqctl", "-q", *args],
@@ -53,7 +53,7 @@ async def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, f"rabbitmqctl {args[0]}: {done.stderr.strip()[:500]}"
+    assert done.returncode == 0 or not check, f"rabbitmqctl {args[0]}: {done.stderr[:500]}"
     return done.stdout
 
 
@@ -66,7 +66,9 @@ def throwaway_copy(
         "definitions.json sets global parameters: importing them would change the whole "
         "shared broker; teach this test to leave them out"
     )
-    vhosts = {v["name"]: f"deploycheck-{suffix}-{i}" for i, v in enumerate(definitions["vhosts"])}
+    vhosts = {
+        v["name"]: f"deploycheck-{suffix}-imported-{i}" for i, v in enumerate(definitions["vhosts"])
+    }
     users = {u["name"]: f"{u['name']}-deploycheck-{suffix}" for u in definitions["users"]}
     renamed = copy.deepcopy(definitions)
     for section, items in renamed.items():
@@ -106,14 +108,11 @@ async def scratch() -> AsyncIterator[tuple[list[str], list[str]]]:
     try:
         yield vhosts, users
     finally:
+        # Not checked: a setup that failed half-way has not made all of them.
         for vhost in vhosts:
-            await asyncio.to_thread(
-                subprocess.run, ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True
-            )
+            await rabbitmqctl("delete_vhost", vhost, check=False)
         for user in users:
-            await asyncio.to_thread(
-                subprocess.run, ["rabbitmqctl", "-q", "delete_user", user], capture_output=True
-            )
+            await rabbitmqctl("delete_user", user, check=False)
 
 
 @pytest.fixture(scope="module")
