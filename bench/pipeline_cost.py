@@ -442,7 +442,11 @@ async def main(args) -> int:
                     lsn_after,
                     lsn_before,
                 )
-                wal_db, wal_fpi = await database_wal(run_db, lsn_before, lsn_after)
+                try:
+                    wal_db, wal_fpi = await database_wal(run_db, lsn_before, lsn_after)
+                except asyncpg.PostgresError as exc:  # no pg_walinspect (PostgreSQL < 15)
+                    progress(f"WAL of the database not measured: {exc!r}")
+                    wal_db = wal_fpi = float("nan")
             finally:
                 await run_db.close()
             for name, out, proc in profilers:
