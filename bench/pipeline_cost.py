@@ -21,6 +21,16 @@ and outbox rows per registration, and pipeline_ratio-style figures: `cpu_ratio` 
 hash CPU / total CPU per registration: the ratio when the pipeline has the cores to
 itself) and `pipeline_ratio_est` (from wall time: only meaningful on an idle machine).
 
+For the capacity model (docs/capacity.md): WAL per registration, from the LSN before and
+after (`wal_bytes_per_reg_server`: everything the server wrote, others' traffic included)
+and from pg_walinspect (`wal_bytes_per_reg_db`: only the records of the run's database
+and the commit records of their transactions; `wal_fpi_bytes_per_reg_db`: of which
+full-page images, which depend on how recently a checkpoint ran); the growth of every
+table with its indexes and TOAST per registration (`pg_bytes_per_reg_TABLE`, the
+measured window only, so the empty tables' first pages do not count); the size of the
+outbox rows' JSON bodies by routing key (`outbox_body_bytes_ROUTING_KEY`, as published:
+the body is the message, less the sealed password the relay strips after publishing).
+
 CPU time is what this measures, because the machine may be shared: wall-clock rates are
 printed too, but are only indicative. `name=value` lines last on stdout; progress on
 stderr.
@@ -122,6 +132,42 @@ async def snapshot(service: Service, env: Environment, admin: asyncpg.Connection
 def delta(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU spent by the ids of `after` since `before` (new ones count from zero)."""
     return sum(value - before.get(key, 0.0) for key, value in after.items())
+
+
+async def table_bytes(conn: asyncpg.Connection) -> dict[str, int]:
+    """Bytes on disk of every table of the public schema, its indexes and TOAST included."""
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+    )
+    return {r["relname"]: r["bytes"] for r in rows}
+
+
+async def database_wal(conn: asyncpg.Connection, start: str, end: str) -> tuple[int, int]:
+    """(bytes, full-page-image bytes) of the WAL records between two LSNs that touch this
+    connection's database, plus the commit and other block-less records of the same
+    transactions (pg_walinspect; the range must still be on disk)."""
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    row = await conn.fetchrow(
+        """
+        WITH records AS (
+            SELECT xid, record_length, fpi_length,
+                   block_ref LIKE '%/' || (SELECT oid FROM pg_database
+                                            WHERE datname = current_database()) || '/%'
+                       AS ours
+              FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn)
+        ), our_xids AS (
+            SELECT DISTINCT xid FROM records WHERE ours AND xid <> '0'
+        )
+        SELECT coalesce(sum(record_length), 0) AS bytes, coalesce(sum(fpi_length), 0) AS fpi
+          FROM records
+         WHERE ours OR xid IN (SELECT xid FROM our_xids)
+        """,
+        start,
+        end,
+    )
+    return row["bytes"], row["fpi"]
 
 
 # --- bare argon2 ---------------------------------------------------------------------------
@@ -360,6 +406,9 @@ async def main(args) -> int:
             await push(client, tracker, warm, args.warmup, args.clients, 60)
             await asyncio.sleep(2)  # let the warm-up's last relay passes and stats settle
             worker_pid = service.workers[0].popen.pid
+            run_db = await asyncpg.connect(env.database_url)
+            tables_before = await table_bytes(run_db)
+            lsn_before = await admin.fetchval("SELECT pg_current_wal_lsn()::text")
             before = await snapshot(service, env, admin)
             if args.profile:
                 seconds = args.n / args.expected_rps
@@ -373,6 +422,7 @@ async def main(args) -> int:
             build = bench.builder(api_key, f"c{uuid.uuid4().hex[:6]}.")
             done, elapsed = await push(client, tracker, build, args.n, args.clients, 120)
             after = await snapshot(service, env, admin)
+            lsn_after = await admin.fetchval("SELECT pg_current_wal_lsn()::text")
             # pg_stat_database is flushed by each backend at most once a second (idle:
             # within 10 s): read the transaction counts again once they have settled.
             await asyncio.sleep(11)
@@ -381,13 +431,24 @@ async def main(args) -> int:
                 "FROM pg_stat_database WHERE datname = $1",
                 env.database_url.rsplit("/", 1)[1],
             )
-            pool = await asyncpg.connect(env.database_url)
             try:
-                outbox = await pool.fetch(
-                    "SELECT routing_key, count(*) AS n FROM outbox GROUP BY 1 ORDER BY 1"
+                outbox = await run_db.fetch(
+                    "SELECT routing_key, count(*) AS n, avg(octet_length(body::text)) AS bytes "
+                    "FROM outbox GROUP BY 1 ORDER BY 1"
                 )
+                tables_after = await table_bytes(run_db)
+                wal_server = await admin.fetchval(
+                    "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)",
+                    lsn_after,
+                    lsn_before,
+                )
+                try:
+                    wal_db, wal_fpi = await database_wal(run_db, lsn_before, lsn_after)
+                except asyncpg.PostgresError as exc:  # no pg_walinspect (PostgreSQL < 15)
+                    progress(f"WAL of the database not measured: {exc!r}")
+                    wal_db = wal_fpi = float("nan")
             finally:
-                await pool.close()
+                await run_db.close()
             for name, out, proc in profilers:
                 _, err = await asyncio.to_thread(proc.communicate)
                 if out.exists():
@@ -467,6 +528,20 @@ async def main(args) -> int:
     for row in outbox:
         figures[f"outbox_{row['routing_key'].replace('.', '_')}_per_reg"] = row["n"] / regs
     figures["outbox_rows_per_reg"] = total_rows / regs
+    for row in outbox:
+        figures[f"outbox_body_bytes_{row['routing_key'].replace('.', '_')}"] = float(row["bytes"])
+    figures["wal_bytes_per_reg_server"] = float(wal_server) / n
+    figures["wal_bytes_per_reg_db"] = wal_db / n
+    figures["wal_fpi_bytes_per_reg_db"] = wal_fpi / n
+    grown = {
+        name: tables_after[name] - tables_before.get(name, 0)
+        for name in tables_after
+        if name != "schema_migrations"
+    }
+    for name in sorted(grown):
+        if grown[name]:
+            figures[f"pg_bytes_per_reg_{name}"] = grown[name] / n
+    figures["pg_bytes_per_reg"] = sum(grown.values()) / n
     for name, value in figures.items():
         print(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}")
     return 0 if done == args.n else 1
