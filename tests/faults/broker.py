@@ -60,7 +60,10 @@ class EventLog:
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=200)
         exchange = await channel.get_exchange(f"{self.prefix}.{EVENTS_EXCHANGE_SUFFIX}")
-        queue = await channel.declare_queue(self.queue_name, durable=True)
+        # Quorum, like the service's queues: on a cluster it outlives the loss of a node.
+        queue = await channel.declare_queue(
+            self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
         await queue.bind(exchange, routing_key="#")
         await queue.consume(self._on_message)
         self._channel = channel
