@@ -6,9 +6,10 @@
   unchanged, after a short random delay, so that two workers race on copies of it.
 * delete_topology — everything declared under the run's prefix goes at the end.
 
-Both consumers use the caller's robust connection (aio_pika.connect_robust), so they
-survive broker_restart: the channel, the durable queue's binding and the consumer are
-restored on reconnect, and unacknowledged messages come back (counted once by id).
+Both consumers use the caller's robust connection (service.amqp.connect), so they
+survive broker_restart and a cluster's node loss: the channel, the durable queue's
+binding and the consumer are restored on reconnect, and unacknowledged messages come
+back (counted once by id).
 """
 
 from __future__ import annotations
