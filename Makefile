@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv services sdk test run lint fmt bench bench-login bench-parts bench-scale clean messages asyncapi docs faults fuzz
+.PHONY: help venv services sdk test run lint fmt bench bench-login bench-parts bench-scale clean messages asyncapi docs faults cluster fuzz
 
 help: ## show this help
 	@echo "registrar make targets:"
@@ -86,6 +86,9 @@ docs: venv ## regenerate docs/http-api.md and docs/events.md from /openapi.json 
 
 faults: venv services ## fault scenarios on real processes, audited (FAULTS_ARGS='worker_kill ...'); restarts local PostgreSQL + RabbitMQ
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+cluster: venv services ## a 3-node RabbitMQ cluster of its own loses the work queues' leader mid-stream, audited (CLUSTER_ARGS='--node-down 30'); ~5 min
+	$(BIN)/python -m tests.faults.cluster $(CLUSTER_ARGS)
 
 fuzz: venv services ## Schemathesis on /openapi.json against real processes (FUZZ_ARGS='--requests 20000')
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)

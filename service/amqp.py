@@ -12,18 +12,28 @@ with passive declarations, that the exchanges exist (pre-provisioned from
 deploy/rabbitmq/definitions.json or declared by a worker) and fails start-up otherwise.
 Either way the gateway never publishes into an exchange with no queue bound behind it:
 commands are published mandatory.
+
+`REGISTRAR_AMQP_URL` may name the nodes of a cluster, comma-separated: a process connects
+to the first node that answers and, when that node is lost, fails over to the next one
+(FailoverConnection). Every queue is a quorum queue, replicated on up to three nodes of
+the cluster (RabbitMQ's default initial group size), so a node's loss loses no message.
+See docs/broker-cluster.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from aio_pika.exceptions import AMQPException
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPException
+from aio_pika.robust_connection import RobustConnection
 from aiormq.exceptions import AMQPError
+from yarl import URL
 
 from schemas.events import CONTENT_TYPE, CloudEvent, is_command
 from service import metrics
@@ -109,9 +119,109 @@ class Names:
         ]
 
 
-async def connect(url: str) -> AbstractRobustConnection:
-    """A connection that reconnects and restores its channels by itself."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": "registrar"})
+# A node that accepts TCP but never answers the handshake (file handles exhausted, still
+# booting) must not hold a connection attempt, first or after a failover, for ever.
+NODE_ATTEMPT_S = 10.0
+# After a failed attempt (every node tried once in turn), before the next one.
+RECONNECT_INTERVAL_S = 2.0
+SCHEMES = ("amqp", "amqps")
+
+
+def parse_node_urls(value: str) -> tuple[URL, ...]:
+    """The node URLs of `REGISTRAR_AMQP_URL`: one URL, or several separated by commas (a
+    comma inside a password is written %2C). Raises ValueError naming the bad entry by its
+    position and without its password: URLs carry credentials."""
+    entries = [entry.strip() for entry in value.split(",")]
+    urls = []
+    for position, entry in enumerate(entries, start=1):
+        if not entry:
+            raise ValueError(f"REGISTRAR_AMQP_URL: node URL {position} is empty")
+        try:
+            url = URL(entry)
+            url.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"REGISTRAR_AMQP_URL: node URL {position} is malformed") from exc
+        if url.scheme not in SCHEMES or not url.host:
+            raise ValueError(
+                f"REGISTRAR_AMQP_URL: node URL {position} ({redacted(url)}) is not "
+                "amqp://[user:password@]host[:port][/vhost] or amqps://…"
+            )
+        urls.append(url)
+    return tuple(urls)
+
+
+def redacted(url: URL) -> str:
+    """A node URL fit for a log line: the password masked."""
+    return str(url.with_password("******") if url.password else url)
+
+
+class FailoverConnection(RobustConnection):
+    """A robust connection over the nodes of a cluster.
+
+    aio-pika's RobustConnection reconnects only to its own URL. This one moves to the next
+    node of the list (round robin) whenever its connection is lost or an attempt fails, so
+    a process follows the cluster when its node dies: the next attempt goes to another
+    node at once, and the channels, the consumers and the publisher-confirm channel are
+    restored there as usual. Every lost-connection path of RobustConnection (a live
+    connection closed, an attempt that failed, a restore that failed) passes through
+    `_on_connection_close`, which is where the node changes.
+    """
+
+    def __init__(self, nodes: tuple[URL, ...], first: int = 0, **kwargs: Any) -> None:
+        super().__init__(nodes[first], **kwargs)
+        self._nodes = nodes
+        self._node = first
+
+    @property
+    def node(self) -> int:
+        """The position (from 0) in the list of the node this connection uses or tries."""
+        return self._node
+
+    async def _on_connection_close(self, closing: asyncio.Future) -> None:
+        if not self.close_called and len(self._nodes) > 1:
+            lost = self.url
+            self._node = (self._node + 1) % len(self._nodes)
+            self.url = self._nodes[self._node]
+            if self.connection_attempt:  # had been connected: `connect` reports the rest
+                log.warning(
+                    "RabbitMQ node %s lost or unreachable; the next attempt goes to %s",
+                    redacted(lost),
+                    redacted(self.url),
+                )
+        await super()._on_connection_close(closing)
+
+
+async def connect(
+    url: str, *, name: str = "registrar", attempt_timeout_s: float = NODE_ATTEMPT_S
+) -> AbstractRobustConnection:
+    """A connection to the first node of `url` (see parse_node_urls) that answers; it
+    reconnects, to the next node when its own is lost, and restores its channels by
+    itself. Raises the last node's error when none answers. `name` is the connection
+    name the broker shows (`rabbitmqctl list_connections client_properties`);
+    `attempt_timeout_s` bounds each attempt on each node, the first and every reconnection."""
+    nodes = parse_node_urls(url)
+    error: BaseException | None = None
+    for first in range(len(nodes)):
+        connection = FailoverConnection(
+            nodes,
+            first,
+            client_properties={"connection_name": name},
+            reconnect_interval=RECONNECT_INTERVAL_S,
+        )
+        try:
+            await connection.connect(timeout=attempt_timeout_s)
+            return connection
+        except BaseException as exc:
+            # Also when cancelled: a connection given up must not keep reconnecting.
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if not isinstance(exc, CONNECTION_EXCEPTIONS):
+                raise
+            error = exc
+            log.warning(
+                "RabbitMQ node %s unreachable: %s", redacted(nodes[first]), type(exc).__name__
+            )
+    raise error
 
 
 @dataclass(frozen=True)
@@ -248,9 +358,11 @@ class Publisher:
         )
         try:
             # A nack (queue full) raises DeliveryError, a return (unroutable) PublishError.
-            await exchange.publish(
-                message, routing_key=routing_key, mandatory=command, timeout=self._timeout
-            )
+            # The deadline covers the wait for a reconnection too (a robust channel waits
+            # for its connection before it publishes): during a failover the caller gets
+            # its confirm from the next node or, past the deadline, an error to retry on.
+            async with asyncio.timeout(self._timeout):
+                await exchange.publish(message, routing_key=routing_key, mandatory=command)
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
             metrics.PUBLISH_FAILED.labels(routing_key).inc()
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -259,9 +371,10 @@ class Publisher:
     async def send_to_queue(self, queue_name: str, message: aio_pika.Message) -> None:
         """Put a message straight into one queue (default exchange), confirmed."""
         try:
-            await self._channel.default_exchange.publish(
-                message, routing_key=queue_name, mandatory=True, timeout=self._timeout
-            )
+            async with asyncio.timeout(self._timeout):  # see publish
+                await self._channel.default_exchange.publish(
+                    message, routing_key=queue_name, mandatory=True
+                )
         except (AMQPError, AMQPException, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 

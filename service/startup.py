@@ -7,8 +7,6 @@ last error, and the orchestrator restarts it.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
@@ -35,11 +33,13 @@ async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
 
 
 async def open_amqp(settings: Settings) -> AbstractRobustConnection:
-    """The robust RabbitMQ connection (it reconnects by itself once open)."""
+    """The robust RabbitMQ connection (it reconnects by itself once open, and fails over
+    to another node of the list when its node is lost)."""
     # A broker that accepts TCP but never answers the handshake (file handles exhausted,
-    # a node still booting) must not hang start-up: each attempt has its own deadline.
+    # a node still booting) must not hang start-up: each attempt on each node of the list
+    # has its own deadline, so one dead node cannot use up the others' time.
     return await retry_transient(
-        lambda: asyncio.wait_for(amqp.connect(settings.amqp_url), CONNECT_ATTEMPT_S),
+        lambda: amqp.connect(settings.amqp_url, attempt_timeout_s=CONNECT_ATTEMPT_S),
         what="connecting to RabbitMQ",
         deadline_s=STARTUP_DEADLINE_S,
     )

@@ -115,16 +115,32 @@ class Consumer:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
+        # aiormq cancels a consumer callback when its channel closes (a broker node lost,
+        # a restart). Handling must not stop half-way for that: an email sent but not yet
+        # recorded as sent would go out again once its claim expired. So it runs in a
+        # task of its own, which the channel's close does not reach; its ack then fails
+        # and the broker redelivers the message, which the handlers deduplicate.
+        task = asyncio.create_task(self._handle_in_context(message))
+        self._in_flight.add(task)
+        task.add_done_callback(self._handled)
+        await asyncio.shield(task)
+
+    async def _handle_in_context(self, message: AbstractIncomingMessage) -> None:
         token = correlation_id.set(message.message_id)
         try:
             await self._handle(message)
         finally:
             correlation_id.reset(token)
-            if task is not None:
-                self._in_flight.discard(task)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Settling it (ack, retry copy, dead letter) failed: its channel went away, and
+            # the broker redelivers it.
+            log.warning(
+                "message not settled with the broker; it comes back",
+                extra={"queue": self._queue_name, "error": describe(task.exception())},
+            )
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:

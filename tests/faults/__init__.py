@@ -36,4 +36,8 @@ Faults: worker_kill, broker_restart, db_restart, smtp_outage, gateway_kill, dup_
 webhook_receiver_outage (tests/faults/scenarios.py). broker_restart and db_restart
 restart this machine's shared RabbitMQ / PostgreSQL, so they never run under pytest
 (test_faults.py runs worker_kill and smtp_outage, shortened).
+
+`make cluster` (tests/faults/cluster.py) runs one more scenario, cluster_node_loss, on a
+three-node RabbitMQ cluster of its own (tests/faults/rabbit_cluster.py) with the same
+environment, stream, drain and audit; see docs/broker-cluster.md.
 """

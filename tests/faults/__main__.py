@@ -32,14 +32,9 @@ SCENARIO_OVERHEAD_S = 60
 SHOW_BAD_ITEMS = 5
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.faults",
-        description="Black-box fault injection against real registrar processes.",
-    )
-    parser.add_argument(
-        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)}"
-    )
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a run (traffic, fault timing, drain, processes); `make cluster`
+    shares them."""
     parser.add_argument("--register-rate", type=float, default=10.0, help="per second")
     parser.add_argument("--invite-rate", type=float, default=3.0, help="per second")
     parser.add_argument("--duration", type=float, default=30.0, help="stream seconds")
@@ -60,6 +55,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra setting for the registrar processes (repeatable)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="also when all pass")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.faults",
+        description="Black-box fault injection against real registrar processes.",
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)}"
+    )
+    add_run_options(parser)
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -67,9 +73,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
         )
     args.scenarios = args.scenarios or list(SCENARIOS)
+    check_process_env(parser, args)
+    return args
+
+
+def check_process_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if any("=" not in setting for setting in args.process_env):
         parser.error("--process-env takes NAME=VALUE")
-    return args
 
 
 def options_from(args: argparse.Namespace) -> Options:

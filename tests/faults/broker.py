@@ -6,9 +6,10 @@
   unchanged, after a short random delay, so that two workers race on copies of it.
 * delete_topology — everything declared under the run's prefix goes at the end.
 
-Both consumers use the caller's robust connection (aio_pika.connect_robust), so they
-survive broker_restart: the channel, the durable queue's binding and the consumer are
-restored on reconnect, and unacknowledged messages come back (counted once by id).
+Both consumers use the caller's robust connection (service.amqp.connect), so they
+survive broker_restart and a cluster's node loss: the channel, the durable queue's
+binding and the consumer are restored on reconnect, and unacknowledged messages come
+back (counted once by id).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class EventLog:
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=200)
         exchange = await channel.get_exchange(f"{self.prefix}.{EVENTS_EXCHANGE_SUFFIX}")
-        queue = await channel.declare_queue(self.queue_name, durable=True)
+        # Quorum, like the service's queues: on a cluster it outlives the loss of a node.
+        queue = await channel.declare_queue(
+            self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
         await queue.bind(exchange, routing_key="#")
         await queue.consume(self._on_message)
         self._channel = channel

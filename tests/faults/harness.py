@@ -23,6 +23,7 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from service import amqp
 from tests.conftest import drop_database, free_port
 from tests.faults.audit import Result, WebhookWitness, Witnesses, observe
 from tests.faults.broker import EventLog, Replayer, delete_topology
@@ -116,10 +117,19 @@ async def _bounded(what: str, step: Awaitable, timeout: float = AMQP_TIMEOUT_S):
 
 class Environment:
     """Everything a run owns and removes at the end: a database, an AMQP prefix, a key
-    pair, the SMTP sink, a tenant with a bearer token, the audit queue, a log directory."""
+    pair, the SMTP sink, a tenant with a bearer token, the audit queue, a log directory.
 
-    def __init__(self, options: Options) -> None:
+    `amqp_url` is the broker of the processes and of the audit (a comma-separated list of
+    nodes for a cluster); `broker_is_ours` says the run owns that broker outright (a
+    throwaway cluster), so nothing on it needs deleting at the end.
+    """
+
+    def __init__(
+        self, options: Options, *, amqp_url: str = AMQP_URL, broker_is_ours: bool = False
+    ) -> None:
         self.options = options
+        self.amqp_url = amqp_url
+        self.broker_is_ours = broker_is_ours
         self.run_id = uuid.uuid4().hex[:10]
         self.database_url = f"{POSTGRES_URL}/registrar_faults_{self.run_id}"
         self.prefix = f"faults_{self.run_id}"
@@ -149,7 +159,7 @@ class Environment:
         self.env = {
             **outside,
             "REGISTRAR_DATABASE_URL": self.database_url,
-            "REGISTRAR_AMQP_URL": AMQP_URL,
+            "REGISTRAR_AMQP_URL": self.amqp_url,
             "REGISTRAR_AMQP_PREFIX": self.prefix,
             "REGISTRAR_RATE_LIMIT_BURST": "100000",
             "REGISTRAR_RATE_LIMIT_PER_MINUTE": "1000000",
@@ -172,11 +182,9 @@ class Environment:
             self.env, "token", "create", "--tenant", self.tenant["id"], "--scope", "users:invite"
         )
         self.token = json.loads(token)["token"]
+        # The service's own connect: with several nodes, the audit fails over as they do.
         self.amqp = await asyncio.wait_for(
-            aio_pika.connect_robust(
-                AMQP_URL, client_properties={"connection_name": f"faults-{self.run_id}"}
-            ),
-            AMQP_TIMEOUT_S,
+            amqp.connect(self.amqp_url, name=f"faults-{self.run_id}"), AMQP_TIMEOUT_S
         )
         self.events = EventLog(self.amqp, self.prefix)
 
@@ -225,13 +233,14 @@ class Environment:
         if self.events is not None:
             await _bounded("closing the audit channel", self.events.close())
         if self.amqp is not None:
-            deleted = await _bounded(
-                f"deleting the queues and exchanges of {self.prefix}",
-                delete_topology(self.amqp, self.prefix),
-                timeout=120,
-            )
-            if deleted is not None:
-                progress(f"deleted {deleted} queues and exchanges under {self.prefix}.")
+            if not self.broker_is_ours:  # a throwaway broker goes with everything on it
+                deleted = await _bounded(
+                    f"deleting the queues and exchanges of {self.prefix}",
+                    delete_topology(self.amqp, self.prefix),
+                    timeout=120,
+                )
+                if deleted is not None:
+                    progress(f"deleted {deleted} queues and exchanges under {self.prefix}.")
             await _bounded("closing the AMQP connection", self.amqp.close())
         await _bounded(f"dropping {self.database_url}", self._drop_database(), timeout=90)
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tests.faults.common import progress
 
 PG_ETC = Path("/etc/postgresql")
 PG_PORT = 5432
 AMQP_PORT = 5672
+T = TypeVar("T")
 
 
 def postgres_version() -> str:
@@ -41,23 +44,29 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 async def run_to_completion(argv: list[str], timeout: float = 180) -> int:
-    """Run a command off the event loop; if the harness is cancelled meanwhile, wait for
-    the command to finish anyway, then let the cancellation through. Its exit code."""
+    """Run a command off the event loop, to its end (see finish_anyway). Its exit code."""
     progress(f"$ {' '.join(argv)}")
-    command = asyncio.ensure_future(asyncio.to_thread(_run, argv, timeout))
+    done = await finish_anyway(_run, argv, timeout)
+    return done.returncode
+
+
+async def finish_anyway(blocking: Callable[..., T], *args: object) -> T:
+    """`blocking(*args)` in a thread; if the harness is cancelled meanwhile, wait for it
+    to finish anyway, then let the cancellation through. Its result."""
+    command = asyncio.ensure_future(asyncio.to_thread(blocking, *args))
     cancelled = False
     while True:
         try:
-            done = await asyncio.shield(command)
+            result = await asyncio.shield(command)
             break
         except asyncio.CancelledError:
             cancelled = True
             if command.done():
-                done = command.result()
+                result = command.result()
                 break
     if cancelled:
         raise asyncio.CancelledError
-    return done.returncode
+    return result
 
 
 def port_open(port: int) -> bool:
