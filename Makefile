@@ -42,9 +42,16 @@ sdk: ## install tests/sdk's npm packages (Baasic's JavaScript SDK) when node and
 		npm ci --prefix $(SDK_DIR) --ignore-scripts --no-audit --no-fund; \
 	fi
 
-test: venv services sdk ## run the test suite (PYTEST_ARGS='-k foo' to pass options)
+# Two runs: the suite, then the end-to-end tests again with the processes' pools going
+# through PgBouncer in transaction-pooling mode (REGISTRAR_TEST_PGBOUNCER=1: tests/conftest.py
+# starts PgBouncer and deselects everything outside tests/e2e). Fails if either run fails.
+test: venv services sdk ## run the test suite, then tests/e2e through PgBouncer (PYTEST_ARGS='-k foo' to pass options)
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	echo "make test: the end-to-end tests through PgBouncer" >&2; \
+	pooled=0; REGISTRAR_TEST_PGBOUNCER=1 $(BIN)/pytest -q $(PYTEST_ARGS) || pooled=$$?; \
+	if [ $$pooled -eq 5 ]; then echo "make test: no end-to-end tests selected for PgBouncer" >&2; pooled=0; fi; \
+	if [ $$rc -eq 0 ]; then rc=$$pooled; fi; \
 	exit $$rc
 
 run: venv services ## migrate, then run gateway + all workers (+ dev mailbox)

@@ -14,7 +14,9 @@ from service.settings import Settings
 
 
 async def _with_pool(settings: Settings, action):
-    pool = await db.create_pool(settings.database_url, max_size=2)
+    pool = await db.create_pool(
+        settings.database_url, max_size=2, behind_pooler=settings.database_behind_pooler
+    )
     try:
         return await action(pool)
     finally:

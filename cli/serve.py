@@ -100,7 +100,7 @@ def _run(settings: Settings, main: Callable[[asyncio.Event], Awaitable[None]]) -
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
-    applied = asyncio.run(db.migrate(settings.database_url))
+    applied = asyncio.run(db.migrate(settings.database_session_url))
     print(json.dumps({"applied": applied}))
 
 
@@ -149,7 +149,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         log.info(
             "development mailbox", extra={"smtp_port": settings.dev_smtp_port, "dir": str(mail_dir)}
         )
-    asyncio.run(db.migrate(settings.database_url))
+    asyncio.run(db.migrate(settings.database_session_url))
 
     def dev_routes(app: web.Application) -> None:
         if mailbox is not None:

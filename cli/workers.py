@@ -275,7 +275,7 @@ def start_listener(
 ) -> None:
     """A supervised LISTEN connection that sets `wake` on each NOTIFY, in /readyz."""
     listener = Listener(
-        settings.database_url,
+        settings.database_session_url,
         channel,
         lambda _payload: wake.set(),
         connect_timeout=settings.db_connect_timeout_s,

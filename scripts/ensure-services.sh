@@ -5,6 +5,7 @@
 #
 # Order of attempts per service: already reachable -> start the installed
 # service -> (root only) install the Debian package, then start it.
+# Installs PgBouncer (only the binary: the tests run their own) where absent (root only).
 # Optionally installs Debian chromium + chromium-driver for the browser test
 # (non-fatal; skipped with REGISTRAR_SKIP_BROWSER=1).
 set -euo pipefail
@@ -254,6 +255,35 @@ ensure_rabbitmq() {
         die "RabbitMQ did not become reachable on $AMQP_HOST:$AMQP_PORT within ${AMQP_WAIT}s (see /var/log/rabbitmq/)"
 }
 
+# ----------------------------------------------------------------- PgBouncer
+
+# `make test` runs the end-to-end tests a second time through PgBouncer; the tests start
+# their own pgbouncer (own ini, free port), so only the binary is needed here, and the
+# Debian package's service (port 6432) is stopped and disabled: nothing should depend on it.
+pgbouncer_installed() { [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1; }
+
+pgbouncer_service_off() {
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    else
+        command -v update-rc.d >/dev/null 2>&1 && update-rc.d pgbouncer disable >/dev/null 2>&1
+        [ -x /etc/init.d/pgbouncer ] && /etc/init.d/pgbouncer stop >/dev/null 2>&1
+    fi
+    return 0
+}
+
+ensure_pgbouncer() {
+    if pgbouncer_installed; then
+        return 0
+    fi
+    if ! is_root; then
+        warn "pgbouncer not installed and not root; the PgBouncer run of make test will fail (apt-get install pgbouncer)"
+        return 0
+    fi
+    apt_install pgbouncer || die "could not install PgBouncer with apt-get"
+    pgbouncer_service_off
+}
+
 # ------------------------------------------------------------------- browser
 
 ensure_browser() {
@@ -275,6 +305,7 @@ ensure_browser() {
 main() {
     ensure_postgres
     ensure_rabbitmq
+    ensure_pgbouncer
     ensure_browser
     log "done"
 }

@@ -29,8 +29,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     RESET ALL` on every release: one more round trip per acquire. Pool connections never
     hold session state (LISTEN and the migration lock use connections of their own, and
     nothing SETs a session variable), and an open transaction is still rolled back by
-    asyncpg before this runs.
+    asyncpg before this runs. Behind a transaction pooler that reset would land on some
+    other client's server connection anyway.
     """
+
+
+class PoolerMisconfigured(RuntimeError):
+    """The pooled path would run statements without a server-side statement_timeout."""
 
 
 async def create_pool(
@@ -40,14 +45,27 @@ async def create_pool(
     max_size: int = 10,
     connect_timeout: float = 5.0,
     statement_timeout: float = 15.0,
+    behind_pooler: bool = False,
 ) -> asyncpg.Pool:
     """A pool with JSON codecs installed on every connection.
 
     Bounded waits everywhere: connecting gives up after `connect_timeout`, and the server
     cancels any statement after `statement_timeout` (the client stops waiting a little
     later), so a database outage becomes a quick error (503, retry) instead of a hang.
+
+    `behind_pooler`: `database_url` is a transaction-pooling PgBouncer, where consecutive
+    transactions of one client run on different server connections. So no statement cache
+    (its named prepared statements live on one server connection; with the cache off
+    asyncpg sends every statement unnamed, parsed and executed in one round), and no
+    statement_timeout startup parameter (PgBouncer refuses unknown ones, and a session
+    setting would not follow the client anyway): the timeout must come from the server's
+    own defaults (ALTER ROLE/DATABASE ... SET statement_timeout), checked here.
     """
-    return await asyncpg.create_pool(
+    if behind_pooler:
+        per_connection: dict = {"statement_cache_size": 0}
+    else:
+        per_connection = {"server_settings": {"statement_timeout": str(_ms(statement_timeout))}}
+    pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
@@ -55,8 +73,37 @@ async def create_pool(
         reset=_keep_session,
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1,
-        server_settings={"statement_timeout": str(round(statement_timeout * 1000))},
+        **per_connection,
     )
+    if behind_pooler:
+        try:
+            await _check_statement_timeout(pool, statement_timeout)
+        except BaseException:
+            await pool.close()
+            raise
+    return pool
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+async def _check_statement_timeout(pool: asyncpg.Pool, statement_timeout: float) -> None:
+    """Refuse a pooled path on which the server would let a statement run for ever."""
+    server_ms = await pool.fetchval(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+    )
+    if server_ms == 0:
+        raise PoolerMisconfigured(
+            "statement_timeout is off on the connections PgBouncer hands out; set it on "
+            "the database side, e.g. ALTER ROLE <role> SET statement_timeout = "
+            f"'{_ms(statement_timeout)}ms' (docs/pgbouncer.md)"
+        )
+    if server_ms != _ms(statement_timeout):
+        log.warning(
+            "server-side statement_timeout differs from REGISTRAR_DB_STATEMENT_TIMEOUT_S",
+            extra={"server_ms": server_ms, "configured_ms": _ms(statement_timeout)},
+        )
 
 
 def _migration_files() -> list[tuple[str, str]]:
@@ -90,11 +137,16 @@ async def migrate(database_url: str) -> list[str]:
 
     Idempotent and safe from several processes at once: a session advisory lock
     serializes runners, and each file is recorded in the same transaction as its DDL.
+    The lock needs a session of its own: `database_url` must be PostgreSQL itself, never
+    a transaction pooler (Settings.database_session_url).
     """
     await ensure_database(database_url)
     conn = await asyncpg.connect(database_url)
     applied: list[str] = []
     try:
+        # A role or database default meant for the service's statements (the pooled path
+        # gets its statement_timeout that way) must not cancel an index build on a big table.
+        await conn.execute("SET statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -22,7 +22,12 @@ Notify = Callable[[str], None]  # called with the payload
 
 
 class Listener:
-    """LISTEN on one channel; `run()` is a supervised task (see service.supervisor)."""
+    """LISTEN on one channel; `run()` is a supervised task (see service.supervisor).
+
+    `database_url` must reach PostgreSQL itself (Settings.database_session_url): through a
+    transaction pooler the LISTEN would stay behind on a server connection that other
+    clients borrow next, and its notifications would never come to us.
+    """
 
     def __init__(
         self, database_url: str, channel: str, on_notify: Notify, *, connect_timeout: float = 5.0

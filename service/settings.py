@@ -18,6 +18,21 @@ class Settings(BaseSettings):
 
     # URLs may carry passwords: keep them out of reprs (and so out of logs and tracebacks).
     database_url: str = Field(default="postgresql://127.0.0.1:5432/registrar", repr=False)
+    # Behind a transaction-pooling PgBouncer (docs/pgbouncer.md) database_url names the
+    # pooler and this one PostgreSQL itself, for the connections that keep session state
+    # (LISTEN, the migration lock). Setting it also tells the pool that database_url is a
+    # pooler: no named prepared statements, no startup parameters. Unset: no pooler.
+    database_direct_url: str | None = Field(default=None, repr=False)
+
+    @property
+    def database_behind_pooler(self) -> bool:
+        return self.database_direct_url is not None
+
+    @property
+    def database_session_url(self) -> str:
+        """Where LISTEN and migrations connect: PostgreSQL itself, never a pooler."""
+        return self.database_direct_url or self.database_url
+
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     amqp_prefix: str = "registrar"
     # Declare the AMQP topology at start-up (needs configure permission), or only check

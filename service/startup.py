@@ -26,6 +26,7 @@ async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
             max_size=max_size,
             connect_timeout=settings.db_connect_timeout_s,
             statement_timeout=settings.db_statement_timeout_s,
+            behind_pooler=settings.database_behind_pooler,
         ),
         what="connecting to PostgreSQL",
         deadline_s=STARTUP_DEADLINE_S,

@@ -6,17 +6,23 @@ real SMTP server (aiosmtpd); `make test` makes sure the first two are running.
 
 from __future__ import annotations
 
+import csv
 import os
+import pwd
+import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import altcha
@@ -37,6 +43,19 @@ hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 POSTGRES_URL = os.environ.get("REGISTRAR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("REGISTRAR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+# The PgBouncer variant (`make test` runs it second): only tests/e2e, whose processes reach
+# PostgreSQL through a PgBouncer in transaction-pooling mode started for the run.
+THROUGH_PGBOUNCER = os.environ.get("REGISTRAR_TEST_PGBOUNCER") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not THROUGH_PGBOUNCER:
+        return
+    e2e = Path(__file__).parent / "e2e"
+    deselected = [item for item in items if e2e not in item.path.parents]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if e2e in item.path.parents]
 
 
 def wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
@@ -84,6 +103,129 @@ async def drop_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+class PgBouncer:
+    """A real PgBouncer in transaction-pooling mode on a free port, in front of the test
+    PostgreSQL, as operators run it (docs/pgbouncer.md); its own ini, log and process."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.log_path = workdir / "pgbouncer.log"
+        postgres = urlsplit(POSTGRES_URL)
+        self.user = postgres.username or "postgres"
+        (workdir / "users.txt").write_text(f'"{self.user}" ""\n')
+        self.ini = workdir / "pgbouncer.ini"
+        # Every database by the name the client asks for; trust like the test PostgreSQL.
+        # default_pool_size caps server connections per database below what the gateway's
+        # and workers' pools may open together: clients share them, transaction by transaction.
+        self.ini.write_text(
+            f"""[databases]
+* = host={postgres.hostname} port={postgres.port or 5432}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {workdir / "users.txt"}
+admin_users = {self.user}
+pool_mode = transaction
+default_pool_size = 8
+max_client_conn = 1000
+"""
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+        if binary is None:
+            raise FileNotFoundError("pgbouncer is not installed (make services installs it)")
+        command = [binary, str(self.ini)]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            command[1:1] = ["-u", _unprivileged_user()]
+        self.process = subprocess.Popen(
+            command, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("pgbouncer did not listen")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # "safe shutdown": waits for transactions
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def url(self, direct_url: str) -> str:
+        """`direct_url` (a database on the test PostgreSQL) through this PgBouncer."""
+        parts = urlsplit(direct_url)
+        return urlunsplit(parts._replace(netloc=f"{self.user}@127.0.0.1:{self.port}"))
+
+    def show(self, what: str) -> list[dict[str, str]]:
+        """`SHOW <what>` on the admin console (simple query protocol only: psql, not asyncpg)."""
+        address = ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "pgbouncer"]
+        done = subprocess.run(
+            ["psql", "-X", "--csv", *address, "-c", f"SHOW {what}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return list(csv.DictReader(done.stdout.splitlines()))
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name).pw_name
+        except KeyError:
+            continue
+    raise RuntimeError("no unprivileged user to run pgbouncer as")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(tmp_path_factory) -> Iterator[PgBouncer]:
+    """Started on first use; the PgBouncer variant fails without it, other runs skip."""
+    bouncer = PgBouncer(tmp_path_factory.mktemp("pgbouncer"))
+    try:
+        bouncer.start()
+    except FileNotFoundError as exc:
+        if THROUGH_PGBOUNCER:
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+async def through_pgbouncer(settings: Settings, bouncer: PgBouncer) -> Settings:
+    """`settings` with the pool's path through `bouncer` and the session path direct.
+
+    The statement_timeout the pool cannot send through PgBouncer becomes the database's
+    default, as docs/pgbouncer.md tells operators (scoped to this test database)."""
+    direct_url = settings.database_session_url
+    name = urlsplit(direct_url).path.lstrip("/")
+    timeout_ms = round(settings.db_statement_timeout_s * 1000)
+    conn = await asyncpg.connect(direct_url)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {timeout_ms}')
+    finally:
+        await conn.close()
+    return settings.model_copy(
+        update={"database_url": bouncer.url(direct_url), "database_direct_url": direct_url}
+    )
 
 
 @pytest.fixture(scope="session")

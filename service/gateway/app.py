@@ -73,7 +73,10 @@ def _listen(
     """A supervised LISTEN connection (reopened after a database restart) in /readyz."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     listener = Listener(
-        settings.database_url, channel, on_notify, connect_timeout=settings.db_connect_timeout_s
+        settings.database_session_url,
+        channel,
+        on_notify,
+        connect_timeout=settings.db_connect_timeout_s,
     )
     task = supervisor.start(name, listener.run, grace_s=0)
     supervisor.health.probe(name, listener.status)

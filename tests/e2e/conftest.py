@@ -19,7 +19,15 @@ import pytest
 
 from service import db
 from service.settings import Settings
-from tests.conftest import Mailbox, drop_database, drop_topology, free_port, wait_ready
+from tests.conftest import (
+    THROUGH_PGBOUNCER,
+    Mailbox,
+    drop_database,
+    drop_topology,
+    free_port,
+    through_pgbouncer,
+    wait_ready,
+)
 
 REGISTRAR = str(Path(sys.executable).parent / "registrar")
 
@@ -43,24 +51,29 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-async def e2e_settings(settings: Settings, amqp_connection) -> AsyncIterator[Settings]:
+async def e2e_settings(settings: Settings, amqp_connection, request) -> AsyncIterator[Settings]:
     """The processes get a database and AMQP prefix of their own: their outbox relay and
-    mailer must not take rows that the in-process integration tests are watching."""
+    mailer must not take rows that the in-process integration tests are watching.
+    In the PgBouncer variant their pools (and ours) go through PgBouncer."""
     own = settings.model_copy(
         update={
             "database_url": f"{settings.database_url}_e2e",
             "amqp_prefix": f"{settings.amqp_prefix}_e2e",
         }
     )
-    await db.migrate(own.database_url)
+    await db.migrate(own.database_session_url)
+    if THROUGH_PGBOUNCER:
+        own = await through_pgbouncer(own, request.getfixturevalue("pgbouncer"))
     yield own
     await drop_topology(amqp_connection, own.amqp_prefix)
-    await drop_database(own.database_url)
+    await drop_database(own.database_session_url)
 
 
 @pytest.fixture(scope="session")
 async def e2e_pool(e2e_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(e2e_settings.database_url)
+    pool = await db.create_pool(
+        e2e_settings.database_url, behind_pooler=e2e_settings.database_behind_pooler
+    )
     yield pool
     await pool.close()
 
@@ -90,6 +103,8 @@ def service(e2e_settings: Settings, mailbox: Mailbox, tmp_path_factory) -> Itera
         "REGISTRAR_WEBHOOK_RETRY_BASE_S": "0.2",
         "REGISTRAR_WEBHOOK_RETRY_MAX_DELAY_S": "1",
     }
+    if settings.database_direct_url:  # the PgBouncer variant: LISTEN and migrations direct
+        env["REGISTRAR_DATABASE_DIRECT_URL"] = settings.database_direct_url
     metrics_port = free_port()
     commands = {
         "gateway": ([REGISTRAR, "gateway", "--port", str(port)], {}),
