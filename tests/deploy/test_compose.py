@@ -23,8 +23,12 @@ SERVICES: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE.read_text())["servi
 WORKER_SERVICES = {f"worker-{role}": role for role in WORKERS}
 # deploy/README.md: the infrastructure of the local stack (mailpit is the mail catcher).
 INFRASTRUCTURE = {"postgres", "rabbitmq", "mailpit"}
-# A README may name variables that the development scripts read, not the service.
-READ_BY_SCRIPTS = {"REGISTRAR_SKIP_BROWSER": ROOT / "scripts" / "ensure-services.sh"}
+# A README may name variables that the development scripts and the tests read, not the
+# service.
+READ_BY_SCRIPTS = {
+    "REGISTRAR_SKIP_BROWSER": ROOT / "scripts" / "ensure-services.sh",
+    "REGISTRAR_TEST_PGBOUNCER": ROOT / "tests" / "conftest.py",
+}
 
 
 def registrar_services() -> dict[str, dict[str, Any]]:

@@ -17,15 +17,6 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 HANDBOOK = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Chapters written on other branches, linked before they are merged; drop each name once
-# its file is in the repository (then its links and headings are checked like the rest).
-PENDING_CHAPTERS = {
-    "docs/capacity.md",
-    "docs/distribution.md",
-    "docs/broker-cluster.md",
-    "docs/pgbouncer.md",
-    "docs/pruning.md",
-}
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 VARIABLE = re.compile(r"REGISTRAR_[A-Z0-9_]+")
@@ -148,8 +139,6 @@ def test_every_relative_link_lands_inside_the_repository(page):
         resolved = (page.parent / file_part).resolve() if file_part else page
         assert resolved.is_relative_to(ROOT), f"{target} leaves the repository"
         relative = resolved.relative_to(ROOT).as_posix()
-        if relative in PENDING_CHAPTERS and not resolved.exists():
-            continue
         assert resolved.exists(), f"{page.name}: {target} does not exist"
         if anchor and resolved.suffix == ".md":
             assert anchor in _anchors(resolved), f"{page.name}: no heading #{anchor} in {relative}"
@@ -165,5 +154,4 @@ def test_the_handbook_index_links_every_chapter():
     index = _links(ROOT / "docs" / "README.md")
     linked = {(ROOT / "docs" / t.partition("#")[0]).resolve() for t in index}
     chapters = {p.resolve() for p in (ROOT / "docs").glob("*.md") if p.name != "README.md"}
-    chapters |= {(ROOT / name).resolve() for name in PENDING_CHAPTERS}
     assert chapters - linked == set()
