@@ -48,8 +48,10 @@ def _print_step(result: prune.StepResult, *, dry_run: bool) -> None:
 
 async def _prune(settings: Settings, *, dry_run: bool, batch: int) -> list[prune.StepResult]:
     timeout = DRY_RUN_STATEMENT_TIMEOUT_S if dry_run else settings.db_statement_timeout_s
+    # Straight to PostgreSQL, like migrations: a dry run's count needs its own, longer
+    # statement_timeout, which a transaction pooler cannot carry (docs/pgbouncer.md).
     pool = await db.create_pool(
-        settings.database_url,
+        settings.database_session_url,
         max_size=1,
         connect_timeout=settings.db_connect_timeout_s,
         statement_timeout=timeout,

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
 
     @property
     def database_session_url(self) -> str:
-        """Where LISTEN and migrations connect: PostgreSQL itself, never a pooler."""
+        """Where LISTEN, migrations and `registrar prune` connect: PostgreSQL itself, never a
+        pooler."""
         return self.database_direct_url or self.database_url
 
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)

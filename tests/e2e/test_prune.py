@@ -69,7 +69,10 @@ async def test_an_idempotency_key_replay_after_a_prune_gets_the_original_answer(
 
 
 def test_prune_without_a_database_exits_non_zero_with_a_message(service):
-    env = {**service.env, "REGISTRAR_DATABASE_URL": f"postgresql://127.0.0.1:{free_port()}/x"}
+    nowhere = f"postgresql://127.0.0.1:{free_port()}/x"
+    env = {**service.env, "REGISTRAR_DATABASE_URL": nowhere}
+    if "REGISTRAR_DATABASE_DIRECT_URL" in env:  # the PgBouncer run: prune connects directly
+        env["REGISTRAR_DATABASE_DIRECT_URL"] = nowhere
     done = run_cli("prune", env=env)
     assert done.returncode != 0
     assert "prune stopped" in done.stderr and "Traceback" not in done.stderr
