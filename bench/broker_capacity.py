@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import os
 import resource
+import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,16 +108,40 @@ async def publisher(channel, queue: str, body: bytes, window: int, stop: asyncio
     return confirmed
 
 
-async def main(args) -> int:
+@dataclass
+class Phase:
+    """One measured window of the load against one broker (a node or a cluster)."""
+
+    msgs: int  # published, confirmed, delivered and acked
+    elapsed: float
+    load_cpu: float  # this process
+    cpu: dict[str, float]  # beam.smp label -> CPU seconds (nan when not found)
+    leaders: dict[str, str] = field(default_factory=dict)  # queue -> leading node
+
+    def ms_per_msg(self, *labels: str) -> float:
+        return sum(self.cpu[label] for label in labels) / max(self.msgs, 1) * 1000
+
+
+def cpu_by_label(pids: dict[str, int | None]) -> dict[str, float]:
+    return {label: (cpu_of(pid) if pid else None) or float("nan") for label, pid in pids.items()}
+
+
+async def push(url: str, args, watched: dict[str, int | None], check_queue=None) -> Phase:
+    """The load against the broker at `url`, on quorum queues of its own (deleted at the
+    end): CPU of every `watched` beam.smp over the measured window. `check_queue(name)`,
+    when given, runs after each declaration and returns the queue's leading node."""
     prefix = f"capacity_{uuid.uuid4().hex[:8]}"
     body = os.urandom(args.size // 2).hex().encode()[: args.size]
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect(url)
     consumed = 0
+    leaders = {}
     try:
         setup = await connection.channel()
         names = [f"{prefix}.q{i}" for i in range(args.queues)]
         for name in names:
             await setup.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+            if check_queue is not None:
+                leaders[name] = await check_queue(name)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal consumed
@@ -137,17 +164,19 @@ async def main(args) -> int:
             for i, ch in enumerate(channels)
         ]
         await asyncio.sleep(3)
-        node = node_on_port(AMQP_PORT)
-        if node is None:
-            progress(f"no beam.smp found listening on port {AMQP_PORT}: broker CPU unknown")
         start, own0, consumed0 = time.perf_counter(), own_cpu(), consumed
-        broker0 = cpu_of(node) if node else None
+        cpu0 = cpu_by_label(watched)
         progress(f"measuring {args.seconds:.0f} s")
         await asyncio.sleep(args.seconds)
         elapsed = time.perf_counter() - start
-        broker1 = cpu_of(node) if node else None
-        own, done = own_cpu() - own0, consumed - consumed0
-        broker = broker1 - broker0 if broker0 is not None and broker1 is not None else float("nan")
+        cpu1 = cpu_by_label(watched)
+        phase = Phase(
+            msgs=consumed - consumed0,
+            elapsed=elapsed,
+            load_cpu=own_cpu() - own0,
+            cpu={label: cpu1[label] - cpu0[label] for label in watched},
+            leaders=leaders,
+        )
         stop.set()
         published = sum(await asyncio.gather(*tasks))
         progress(f"{published} confirmed in all; draining")
@@ -161,17 +190,111 @@ async def main(args) -> int:
             await setup.queue_delete(name, if_unused=False, if_empty=False)
     finally:
         await connection.close()
-    figures = {
-        "broker_msgs_per_s": done / elapsed,
-        "broker_cpu_ms_per_msg": broker / max(done, 1) * 1000,
-        "broker_cores": broker / elapsed,
-        "load_cores": own / elapsed,
-        "message_bytes": float(args.size),
-        "load_average_1m": os.getloadavg()[0],
+    return phase
+
+
+def default_node() -> int | None:
+    node = node_on_port(AMQP_PORT)
+    if node is None:
+        progress(f"no beam.smp found listening on port {AMQP_PORT}: broker CPU unknown")
+    return node
+
+
+async def single_node(args) -> dict[str, float]:
+    phase = await push(AMQP_URL, args, {"broker": default_node()})
+    return {
+        "broker_msgs_per_s": phase.msgs / phase.elapsed,
+        "broker_cpu_ms_per_msg": phase.ms_per_msg("broker"),
+        "broker_cores": phase.cpu["broker"] / phase.elapsed,
+        "load_cores": phase.load_cpu / phase.elapsed,
     }
+
+
+async def cluster_and_single_node(args) -> dict[str, float]:
+    """The same load against a 3-node cluster of our own and against the default node,
+    alternately (`--rounds`), so that both see the same machine."""
+    from tests.faults.rabbit_cluster import LocalCluster
+
+    cluster = LocalCluster(f"cap{uuid.uuid4().hex[:6]}")
+    atexit.register(cluster.stop)  # a no-op once stopped
+    try:
+        await asyncio.to_thread(cluster.start)
+        nodes = {node.name: node_on_port(node.amqp_port) for node in cluster.nodes}
+        if None in nodes.values():
+            raise RuntimeError(f"beam.smp of every node not found: {nodes}")
+        first = cluster.nodes[0]
+
+        async def replicated_on_all(queue: str) -> str:
+            states = await asyncio.to_thread(cluster.replicas, first, queue)
+            if sorted(states) != sorted(nodes) or "leader" not in states.values():
+                raise RuntimeError(f"{queue} has replicas {states}, not one on every node")
+            progress(f"{queue}: {', '.join(f'{n} {s}' for n, s in sorted(states.items()))}")
+            return next(node for node, state in states.items() if state == "leader")
+
+        singles, clustered = [], []
+        for round_ in range(args.rounds):
+            # A, B, B, A, ...: a drift of the machine's load hits both alike.
+            order = ("single", "cluster") if round_ % 2 == 0 else ("cluster", "single")
+            for kind in order:
+                progress(f"round {round_ + 1}/{args.rounds}: {kind}")
+                if kind == "single":
+                    # The idle cluster's own CPU is read meanwhile.
+                    singles.append(await push(AMQP_URL, args, {"default": default_node(), **nodes}))
+                else:
+                    clustered.append(await push(first.url, args, nodes, replicated_on_all))
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    return cluster_figures(singles, clustered, list(nodes))
+
+
+def cluster_figures(singles: list[Phase], clustered: list[Phase], nodes: list[str]):
+    """Totals over the rounds (CPU seconds / messages of each kind); per node, the nodes
+    that lead a queue and the others (their mean)."""
+
+    def cpu(phases: list[Phase], *labels: str) -> float:
+        return sum(phase.cpu[label] for phase in phases for label in labels)
+
+    def ms_per_msg(phases: list[Phase], *labels: str) -> float:
+        done = sum(phase.msgs for phase in phases)
+        return cpu(phases, *labels) / done * 1000 if done else float("nan")
+
+    def per_s(phases: list[Phase], amount: float) -> float:
+        return amount / sum(phase.elapsed for phase in phases)
+
+    leading = sorted({node for phase in clustered for node in phase.leaders.values()})
+    following = [node for node in nodes if node not in leading]
+    single_ms = ms_per_msg(singles, "default")
+    cluster_ms = ms_per_msg(clustered, *nodes)
+    leader_ms = ms_per_msg(clustered, *leading) / len(leading)
+    follower_ms = ms_per_msg(clustered, *following) / len(following) if following else 0.0
+    single_rate = per_s(singles, sum(phase.msgs for phase in singles))
+    cluster_rate = per_s(clustered, sum(phase.msgs for phase in clustered))
+    return {
+        "single_msgs_per_s": single_rate,
+        "single_cpu_ms_per_msg": single_ms,
+        "single_cores": per_s(singles, cpu(singles, "default")),
+        "cluster_msgs_per_s": cluster_rate,
+        "cluster_cpu_ms_per_msg": cluster_ms,
+        "cluster_cores": per_s(clustered, cpu(clustered, *nodes)),
+        "cluster_leader_nodes": float(len(leading)),
+        "cluster_leader_cpu_ms_per_msg": leader_ms,
+        "cluster_follower_cpu_ms_per_msg": follower_ms,
+        "cluster_idle_cores": per_s(singles, cpu(singles, *nodes)),
+        "cluster_cpu_ratio": cluster_ms / single_ms,
+        "cluster_leader_ratio": leader_ms / single_ms,
+        "cluster_msgs_ratio": cluster_rate / single_rate if single_rate else float("nan"),
+        "load_cores_single": per_s(singles, sum(phase.load_cpu for phase in singles)),
+        "load_cores_cluster": per_s(clustered, sum(phase.load_cpu for phase in clustered)),
+    }
+
+
+async def main(args) -> int:
+    figures = await (cluster_and_single_node(args) if args.cluster else single_node(args))
+    figures |= {"message_bytes": float(args.size), "load_average_1m": os.getloadavg()[0]}
     for name, value in figures.items():
         print(f"{name}={value:.3f}")
-    return 0 if done else 1
+    rates = [value for name, value in figures.items() if name.endswith("msgs_per_s")]
+    return 0 if all(rates) else 1
 
 
 def parse_args(argv=None):
@@ -182,8 +305,18 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=int, default=32, help="unconfirmed per publisher")
     parser.add_argument("--prefetch", type=int, default=64, help="per consumer")
     parser.add_argument("--size", type=int, default=700, help="body bytes")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also start a 3-node cluster of its own and measure it beside the default node",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --cluster: single/cluster pairs, alternated"
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, through the `finally` that stops the cluster's nodes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(asyncio.run(main(parse_args())))
