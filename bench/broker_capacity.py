@@ -1,4 +1,4 @@
-"""What one RabbitMQ node does with quorum queues: confirmed publishes + consumed acks.
+"""What RabbitMQ does with quorum queues: confirmed publishes + consumed acks.
 
 The capacity model (docs/capacity.md) needs the broker's cost per message, not folklore:
 this pushes persistent messages of a registration command's size through quorum queues
@@ -16,12 +16,27 @@ CPU the broker (the `beam.smp` listening on the AMQP port) spent meanwhile from 
   The broker is the beam.smp listening on the AMQP URL's port (other nodes on the machine
   are not counted).
 
+`--cluster` also starts a throwaway 3-node cluster of its own on loopback
+(tests/faults/rabbit_cluster.py: own node names, ports, data and cookie; the default node
+is never touched), declares the queues through its first node (which leads them; each
+has a replica on all three, checked with `rabbitmq-queues quorum_status`), and runs the
+same load against it and against the default node, alternately (`--rounds` pairs: A B,
+B A, ...), so that both see the same machine. It prints `single_*` (the default node),
+`cluster_*` (CPU of all three nodes' beam.smp, per message),
+`cluster_nodeN_cpu_ms_per_msg` (each node), `cluster_leader_cpu_ms_per_msg` (the leading
+node), `cluster_follower_cpu_ms_per_msg` (a follower the load is not connected to, the
+mean), the ratios to the single node measured in the same run
+(`cluster_cpu_ratio`, `cluster_leader_ratio`, `cluster_msgs_ratio`) and
+`cluster_idle_cores` (the three nodes' own CPU while the single node was measured).
+`--load-node 2` connects the load to a follower instead, so that the leader does only
+the queue's work and another node the connections'. The nodes are stopped in every case.
+
 The broker is shared with whatever else uses it: its CPU figure includes their traffic
 too (run it when the machine is quiet, and say how quiet it was: the load
 average is printed). `name=value` lines last on stdout; progress on stderr.
 
-    .venv/bin/python bench/broker_capacity.py [--seconds 20] [--queues 2]
-        [--publishers 8] [--window 32] [--size 700]
+    PYTHONPATH=$PWD .venv/bin/python bench/broker_capacity.py [--seconds 20] [--queues 2]
+        [--publishers 8] [--window 32] [--size 700] [--cluster [--rounds 2] [--load-node 1]]
 """
 
 from __future__ import annotations
@@ -126,17 +141,22 @@ def cpu_by_label(pids: dict[str, int | None]) -> dict[str, float]:
     return {label: (cpu_of(pid) if pid else None) or float("nan") for label, pid in pids.items()}
 
 
-async def push(url: str, args, watched: dict[str, int | None], check_queue=None) -> Phase:
+async def push(
+    url: str, args, watched: dict[str, int | None], check_queue=None, declare_url: str = ""
+) -> Phase:
     """The load against the broker at `url`, on quorum queues of its own (deleted at the
-    end): CPU of every `watched` beam.smp over the measured window. `check_queue(name)`,
-    when given, runs after each declaration and returns the queue's leading node."""
+    end): CPU of every `watched` beam.smp over the measured window. The queues are
+    declared through `declare_url` (default `url`): RabbitMQ puts a new quorum queue's
+    leader on the node the declaring client is connected to. `check_queue(name)`, when
+    given, runs after each declaration and returns the queue's leading node."""
     prefix = f"capacity_{uuid.uuid4().hex[:8]}"
     body = os.urandom(args.size // 2).hex().encode()[: args.size]
+    declaring = await aio_pika.connect(declare_url or url)
     connection = await aio_pika.connect(url)
     consumed = 0
     leaders = {}
     try:
-        setup = await connection.channel()
+        setup = await declaring.channel()
         names = [f"{prefix}.q{i}" for i in range(args.queues)]
         for name in names:
             await setup.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
@@ -190,6 +210,7 @@ async def push(url: str, args, watched: dict[str, int | None], check_queue=None)
             await setup.queue_delete(name, if_unused=False, if_empty=False)
     finally:
         await connection.close()
+        await declaring.close()
     return phase
 
 
@@ -241,15 +262,21 @@ async def cluster_and_single_node(args) -> dict[str, float]:
                     # The idle cluster's own CPU is read meanwhile.
                     singles.append(await push(AMQP_URL, args, {"default": default_node(), **nodes}))
                 else:
-                    clustered.append(await push(first.url, args, nodes, replicated_on_all))
+                    load_url = cluster.nodes[args.load_node - 1].url
+                    clustered.append(
+                        await push(load_url, args, nodes, replicated_on_all, first.url)
+                    )
     finally:
         await asyncio.to_thread(cluster.stop)
-    return cluster_figures(singles, clustered, list(nodes))
+    return cluster_figures(singles, clustered, list(nodes), cluster.nodes[args.load_node - 1].name)
 
 
-def cluster_figures(singles: list[Phase], clustered: list[Phase], nodes: list[str]):
-    """Totals over the rounds (CPU seconds / messages of each kind); per node, the nodes
-    that lead a queue and the others (their mean)."""
+def cluster_figures(
+    singles: list[Phase], clustered: list[Phase], nodes: list[str], load_node: str
+) -> dict[str, float]:
+    """Totals over the rounds (CPU seconds / messages of each kind); per node: each node,
+    the nodes that lead a queue, and the followers that do not take the load's
+    connection (their mean)."""
 
     def cpu(phases: list[Phase], *labels: str) -> float:
         return sum(phase.cpu[label] for phase in phases for label in labels)
@@ -262,7 +289,7 @@ def cluster_figures(singles: list[Phase], clustered: list[Phase], nodes: list[st
         return amount / sum(phase.elapsed for phase in phases)
 
     leading = sorted({node for phase in clustered for node in phase.leaders.values()})
-    following = [node for node in nodes if node not in leading]
+    following = [node for node in nodes if node not in leading and node != load_node]
     single_ms = ms_per_msg(singles, "default")
     cluster_ms = ms_per_msg(clustered, *nodes)
     leader_ms = ms_per_msg(clustered, *leading) / len(leading)
@@ -276,6 +303,10 @@ def cluster_figures(singles: list[Phase], clustered: list[Phase], nodes: list[st
         "cluster_msgs_per_s": cluster_rate,
         "cluster_cpu_ms_per_msg": cluster_ms,
         "cluster_cores": per_s(clustered, cpu(clustered, *nodes)),
+        **{
+            f"cluster_node{n}_cpu_ms_per_msg": ms_per_msg(clustered, node)
+            for n, node in enumerate(nodes, 1)
+        },
         "cluster_leader_nodes": float(len(leading)),
         "cluster_leader_cpu_ms_per_msg": leader_ms,
         "cluster_follower_cpu_ms_per_msg": follower_ms,
@@ -309,6 +340,13 @@ def parse_args(argv=None):
         "--cluster",
         action="store_true",
         help="also start a 3-node cluster of its own and measure it beside the default node",
+    )
+    parser.add_argument(
+        "--load-node",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="with --cluster: the node the load connects to (the queues' leaders are on 1)",
     )
     parser.add_argument(
         "--rounds", type=int, default=2, help="with --cluster: single/cluster pairs, alternated"
