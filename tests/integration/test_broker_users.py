@@ -88,7 +88,9 @@ async def test_a_consumer_cannot_publish_or_bind_to_commands_but_binds_to_events
     connection = await login("consumer")
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(f"consumer.{names.prefix}", auto_delete=True)
+        # Exclusive: gone with the connection (an auto-delete queue that never had a
+        # consumer would stay on the broker after the test).
+        queue = await channel.declare_queue(f"consumer.{names.prefix}", exclusive=True)
         await queue.bind(names.events, routing_key="#")
 
         with pytest.raises(ChannelAccessRefused):
