@@ -8,15 +8,13 @@ import asyncio
 import json
 import sys
 
-from service import amqp, db, deadletters, tenants
+from service import amqp, deadletters, startup, tenants
 from service.sealing import generate_key_pair
 from service.settings import Settings
 
 
 async def _with_pool(settings: Settings, action):
-    pool = await db.create_pool(
-        settings.database_url, max_size=2, behind_pooler=settings.database_behind_pooler
-    )
+    pool = await startup.create_pool(settings, max_size=2)
     try:
         return await action(pool)
     finally:

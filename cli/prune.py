@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from service import db, prune
+from service import prune, startup
 from service.settings import Settings
 from service.supervisor import is_transient
 
@@ -50,12 +50,7 @@ async def _prune(settings: Settings, *, dry_run: bool, batch: int) -> list[prune
     timeout = DRY_RUN_STATEMENT_TIMEOUT_S if dry_run else settings.db_statement_timeout_s
     # Straight to PostgreSQL, like migrations: a dry run's count needs its own, longer
     # statement_timeout, which a transaction pooler cannot carry (docs/pgbouncer.md).
-    pool = await db.create_pool(
-        settings.database_session_url,
-        max_size=1,
-        connect_timeout=settings.db_connect_timeout_s,
-        statement_timeout=timeout,
-    )
+    pool = await startup.create_pool(settings, max_size=1, direct=True, statement_timeout_s=timeout)
     try:
         return await prune.prune(
             pool,

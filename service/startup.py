@@ -7,6 +7,8 @@ last error, and the orchestrator restarts it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
@@ -18,16 +20,30 @@ STARTUP_DEADLINE_S = 60.0
 CONNECT_ATTEMPT_S = 10.0
 
 
+def create_pool(
+    settings: Settings,
+    *,
+    max_size: int = 10,
+    direct: bool = False,
+    statement_timeout_s: float | None = None,
+) -> Awaitable[asyncpg.Pool]:
+    """A PostgreSQL pool as the settings describe it: their URL and timeouts, and whether
+    `REGISTRAR_DATABASE_URL` is a transaction pooler. `direct`: PostgreSQL itself even
+    behind a pooler (what needs a session of its own, or a statement timeout of its own:
+    `statement_timeout_s`, which only a direct session can carry)."""
+    return db.create_pool(
+        settings.database_session_url if direct else settings.database_url,
+        max_size=max_size,
+        connect_timeout=settings.db_connect_timeout_s,
+        statement_timeout=statement_timeout_s or settings.db_statement_timeout_s,
+        behind_pooler=settings.database_behind_pooler and not direct,
+    )
+
+
 async def open_pool(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
-    """The PostgreSQL pool, with the settings' timeouts."""
+    """The PostgreSQL pool of a long-running process, waiting for the server to come up."""
     return await retry_transient(
-        lambda: db.create_pool(
-            settings.database_url,
-            max_size=max_size,
-            connect_timeout=settings.db_connect_timeout_s,
-            statement_timeout=settings.db_statement_timeout_s,
-            behind_pooler=settings.database_behind_pooler,
-        ),
+        lambda: create_pool(settings, max_size=max_size),
         what="connecting to PostgreSQL",
         deadline_s=STARTUP_DEADLINE_S,
     )
